@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make example   - install into .venv and build the SF Bay example dataset
+#   make test      - install into .venv (with dev tools) and run ruff, mypy and pytest
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup example test lint bench
+
+$(BIN)/uv:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q uv
+
+setup: $(BIN)/uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,spatial]"
+
+example: setup
+	$(BIN)/build-dataset run examples/sf-bay.yaml --output out/sf-bay
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy geoweave builders sources captioning qa manifests
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/run.py

@@ -1,0 +1,121 @@
+"""A whole build: check every input, plan, run the missing shards, write the manifest.
+
+Everything that can fail on bad input (recipe, imagery, label files, indexes) runs before the
+output folder is touched, so a bad run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+import uuid
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from geoweave.builders.errors import FatalError
+from geoweave.builders.executor import run_shards
+from geoweave.builders.plan import Plan, plan_tiles
+from geoweave.builders.recipe import Recipe
+from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
+from geoweave.builders.writers import is_complete, remove_temporaries
+from geoweave.manifests.manifest import PLAN, record_run, write_manifest
+
+VERSIONED = ("geoweave", "ray", "osmium", "rasterio", "duckdb", "pyarrow", "webdataset", "shapely")
+
+
+def cache_root(recipe: Recipe) -> Path:
+    if recipe.execution.cache_dir:
+        return recipe.execution.cache_dir
+    env = os.environ.get("GEOWEAVE_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    return Path(env) / "geoweave" if env else Path.home() / ".cache" / "geoweave"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str, Any]]:
+    """Open and check every input, build the label indexes, plan the tiles. Writes no output."""
+    from geoweave.sources.osm import build_osm_index
+
+    sources = [open_imagery(c) for c in recipe.imagery]
+    inputs: dict[str, Any] = {str(c.path): sha256(c.path) for c in recipe.imagery}
+    index_dirs = []
+    for p in recipe.labels.osm:
+        idx = build_osm_index(p, cache_root(recipe) / "osm", recipe.labels.tag_keys)
+        index_dirs.append(str(idx.root))
+        inputs[str(p)] = idx.checksum
+    ctx = BuildContext(recipe, out_dir, tuple(index_dirs))
+    open_label_sources(ctx.osm_index_dirs, recipe.labels)  # checks vector files now
+    if recipe.labels.landcover:
+        open_landcover(recipe.labels.landcover)
+        inputs[str(recipe.labels.landcover.path)] = sha256(recipe.labels.landcover.path)
+    return ctx, plan_tiles(recipe, sources), inputs
+
+
+def plan_table(plan: Plan) -> pa.Table:
+    return pa.Table.from_pylist([asdict(t) for t in plan.tiles])
+
+
+def _check_plan(out_dir: Path, table: pa.Table) -> None:
+    """A rerun must plan the same tiles into the same shards, or resume would mix two builds."""
+    path = out_dir / PLAN
+    if not path.exists():
+        return
+    old = pq.read_table(path, columns=["key", "shard"])
+    if old.to_pylist() != table.select(["key", "shard"]).to_pylist():
+        raise FatalError(
+            f"{out_dir} holds a build with a different tile plan (recipe changed?); "
+            "use another --output folder or delete this one"
+        )
+
+
+def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
+    """Run the recipe; returns a summary. Complete shards of an earlier run are kept."""
+    t0 = time.time()
+    out_dir = recipe.output.dir.resolve()
+    ctx, plan, inputs = prepare(recipe, out_dir)
+    table = plan_table(plan)
+    _check_plan(out_dir, table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out_dir / PLAN)
+    remove_temporaries(out_dir)
+    todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, recipe.name, s)]
+    results = run_shards(ctx, plan, todo, progress=progress) if todo else []
+    remove_temporaries(out_dir)
+    run = {
+        "run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(t0))}-{uuid.uuid4().hex[:6]}",
+        "name": recipe.name,
+        "started": t0,
+        "finished": time.time(),
+        "recipe": recipe.model_dump(mode="json"),
+        "versions": _versions(),
+        "inputs": inputs,
+        "shards_planned": plan.num_shards,
+        "shards_run": len(todo),
+        "shards_failed": sum(r["status"] != "complete" for r in results),
+    }
+    record_run(out_dir, run)
+    manifest = write_manifest(out_dir, recipe.name)
+    return {"out_dir": str(out_dir), "manifest": str(manifest), "seconds": time.time() - t0, **run}
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in VERSIONED:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

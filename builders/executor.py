@@ -1,0 +1,119 @@
+"""Ray execution: one task per shard, retries per shard, progress, failed shards recorded.
+
+Ray is imported here only; every pipeline step is a plain function (STYLE.md 6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from tqdm import tqdm
+
+from geoweave.builders.errors import FatalError
+from geoweave.builders.plan import Plan
+from geoweave.builders.recipe import ExecutionConfig
+from geoweave.builders.shard import BuildContext, run_shard
+from geoweave.builders.writers import shard_stem, stats_path
+
+
+def default_node_ip() -> str | None:
+    """Local Ray binds to loopback on Linux (a laptop build needs no open ports).
+
+    127.0.0.1 is rewritten by Ray to the machine's address, so another loopback address is used.
+    """
+    return os.environ.get("GEOWEAVE_RAY_NODE_IP") or (
+        "127.0.0.2" if sys.platform == "linux" else None
+    )
+
+
+def init_ray(cfg: ExecutionConfig) -> bool:
+    """Connect to ``cfg.ray_address`` or start a local Ray; returns True when started here."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if cfg.ray_address:
+        try:
+            ray.init(address=cfg.ray_address, **kwargs)
+        except Exception as e:
+            raise FatalError(f"cannot connect to the Ray cluster at {cfg.ray_address}: {e}") from e
+        return True
+    kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count() or 1
+    ip = cfg.node_ip_address or default_node_ip()
+    if ip:
+        kwargs["_node_ip_address"] = ip
+    if os.environ.get("RAY_TMPDIR"):
+        kwargs["_temp_dir"] = os.environ["RAY_TMPDIR"]
+    ray.init(**kwargs)
+    return True
+
+
+def _record_failure(ctx: BuildContext, shard: int, n_tiles: int, error: str) -> dict[str, Any]:
+    stats = {
+        "shard": shard,
+        "status": "failed",
+        "tiles": n_tiles,
+        "kept": 0,
+        "error": error[-4000:],
+    }
+    stats.update({"rejected": 0, "reject_reasons": {}, "bytes": 0, "files": {}})
+    path = stats_path(ctx.out_dir, ctx.recipe.name, shard)
+    tmp = path.with_name(path.name + ".tmp-failed")
+    tmp.write_text(json.dumps(stats, indent=1))
+    os.replace(tmp, path)
+    return stats
+
+
+def run_shards(
+    ctx: BuildContext,
+    plan: Plan,
+    shards: list[int],
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run the given shards on Ray; a shard that fails after its retries is recorded as failed."""
+    import ray
+
+    cfg = ctx.recipe.execution
+    started = init_ray(cfg)
+    try:
+        task = ray.remote(run_shard).options(
+            num_cpus=1, max_retries=cfg.retries, retry_exceptions=True
+        )
+        ctx_ref = ray.put(ctx)
+        by_shard = {s: plan.shard_tiles(s) for s in shards}
+        pending = {task.remote(ctx_ref, s, by_shard[s]): s for s in shards}
+        results = []
+        t0 = time.time()
+        tiles_done = 0
+        bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            shard = pending.pop(done[0])
+            try:
+                stats = ray.get(done[0])
+            except Exception as e:
+                msg = "".join(traceback.format_exception_only(type(e), e)).strip()
+                stats = _record_failure(ctx, shard, len(by_shard[shard]), msg)
+                tqdm.write(
+                    f"shard {shard_stem(ctx.recipe.name, shard)} failed: {msg.splitlines()[-1]}"
+                )
+            results.append(stats)
+            tiles_done += stats["tiles"]
+            bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")
+            bar.update(1)
+            if on_done:
+                on_done(stats)
+        bar.close()
+        return results
+    finally:
+        if started:
+            ray.shutdown()

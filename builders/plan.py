@@ -1,0 +1,74 @@
+"""The tile plan: which tiles exist and which shard each one goes to, fixed before work starts.
+
+The plan is a pure function of the recipe and the imagery footprints, so a rerun computes the
+same shards with the same tiles; that is what makes resume safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from geoweave.builders.errors import FatalError
+from geoweave.builders.recipe import Recipe
+from geoweave.sources.grid import Tile, cells_over, grid_crs_for, tile_key, transform_bbox
+from geoweave.sources.imagery import GeoTiffSource
+
+NO_COVERAGE = "no_imagery_coverage"
+# Shards take tiles in strips this many rows tall, so a shard is a compact patch of ground
+# and reads few label partitions.
+STRIP_ROWS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    tiles: tuple[Tile, ...]
+    num_shards: int
+
+    def shard_tiles(self, shard: int) -> list[Tile]:
+        return [t for t in self.tiles if t.shard == shard]
+
+
+def area_geometry(recipe: Recipe, sources: Sequence[GeoTiffSource]) -> BaseGeometry:
+    """The area to tile, in lon/lat: the recipe's bbox or GeoJSON, else the imagery footprint."""
+    if recipe.area.bbox is not None:
+        return shapely.box(*recipe.area.bbox)
+    if recipe.area.geojson is not None:
+        import geopandas as gpd
+
+        try:
+            gdf = gpd.read_file(recipe.area.geojson)
+        except Exception as e:
+            raise FatalError(f"area.geojson {recipe.area.geojson}: cannot read it ({e})") from e
+        if gdf.empty or gdf.crs is None:
+            raise FatalError(f"area.geojson {recipe.area.geojson}: empty or without a CRS")
+        return shapely.union_all(gdf.to_crs("EPSG:4326").geometry.values)
+    return shapely.union_all([shapely.box(*s.bounds_lonlat) for s in sources])
+
+
+def plan_tiles(recipe: Recipe, sources: Sequence[GeoTiffSource]) -> Plan:
+    """Every tile of every source and GSD over the area, assigned to shards."""
+    area = area_geometry(recipe, sources)
+    size = recipe.tiles.size_px
+    tiles: list[Tile] = []
+    for src in sources:
+        crs = grid_crs_for(area, recipe.tiles.grid_crs)
+        footprint = shapely.box(*src.bounds_lonlat)
+        for gsd in recipe.tiles.gsd_m:
+            cells = cells_over(area, crs, gsd * size)
+            cells.sort(key=lambda c: (-(c[1] // STRIP_ROWS), c[0], -c[1]))
+            for col, row in cells:
+                t = Tile(tile_key(src.name, gsd, crs, col, row), src.name, crs, gsd, size, col, row)
+                if not footprint.intersects(
+                    shapely.box(*transform_bbox(t.bounds, crs, "EPSG:4326"))
+                ):
+                    t = replace(t, plan_reject=NO_COVERAGE)
+                tiles.append(t)
+    if not tiles:
+        raise FatalError("the area holds no tiles: check area.bbox / area.geojson and the imagery")
+    per = recipe.output.samples_per_shard
+    tiles = [replace(t, shard=i // per) for i, t in enumerate(tiles)]
+    return Plan(tuple(tiles), num_shards=(len(tiles) + per - 1) // per)

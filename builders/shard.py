@@ -1,0 +1,160 @@
+"""One shard, start to finish: read pixels, join labels, caption, ask, filter, write.
+
+Plain functions with no Ray in them; the executor runs ``run_shard`` as a Ray task, tests and
+benchmarks call it directly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from geoweave.builders.join import ShardLabels
+from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfig, Recipe
+from geoweave.builders.sample import Sample
+from geoweave.builders.writers import ShardWriter
+from geoweave.captioning import qa as _qa  # noqa: F401  (registers template_qa_v1)
+from geoweave.captioning import templates as _templates  # noqa: F401  (registers template_v1)
+from geoweave.captioning.registry import CAPTIONERS, QA_GENERATORS
+from geoweave.qa.filters import apply_filters, build_filters
+from geoweave.sources.grid import Tile
+from geoweave.sources.imagery import GeoTiffSource
+from geoweave.sources.labels import LabelSource
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every shard task needs; small and picklable (sources reopen in each worker)."""
+
+    recipe: Recipe
+    out_dir: Path
+    osm_index_dirs: tuple[str, ...] = ()
+
+
+# Sources are opened once per worker process and reused by every shard it runs; the caches are
+# keyed by the recipe fields' JSON (pydantic models with lists do not hash).
+
+
+def open_imagery(cfg: ImageryConfig) -> GeoTiffSource:
+    return _imagery(cfg.model_dump_json())
+
+
+@cache
+def _imagery(cfg_json: str) -> GeoTiffSource:
+    cfg = ImageryConfig.model_validate_json(cfg_json)
+    return GeoTiffSource(cfg.name, cfg.path, cfg.bands, cfg.scale)
+
+
+def open_label_sources(index_dirs: tuple[str, ...], labels: LabelsConfig) -> list[LabelSource]:
+    return _label_sources(index_dirs, labels.model_dump_json())
+
+
+@cache
+def _label_sources(index_dirs: tuple[str, ...], labels_json: str) -> list[LabelSource]:
+    from geoweave.sources.osm import OsmIndex
+
+    labels = LabelsConfig.model_validate_json(labels_json)
+    out: list[LabelSource] = [OsmIndex(Path(d)) for d in index_dirs]
+    if labels.vector:
+        from geoweave.sources.vector import VectorLabelSource
+
+        out += [VectorLabelSource(v.path, v.name, v.tag_columns) for v in labels.vector]
+    return out
+
+
+def open_landcover(cfg: LandCoverConfig) -> Any:
+    return _landcover(cfg.model_dump_json())
+
+
+@cache
+def _landcover(cfg_json: str) -> Any:
+    from geoweave.sources.landcover import LandCoverSource
+
+    cfg = LandCoverConfig.model_validate_json(cfg_json)
+    return LandCoverSource(cfg.path, cfg.legend, cfg.name)
+
+
+def encode_jpeg(rgb: Any, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode_geotiff(data: Any, tile: Tile) -> bytes:
+    from rasterio.io import MemoryFile
+
+    count, h, w = data.shape
+    with MemoryFile() as mem:
+        profile = {"driver": "GTiff", "count": count, "height": h, "width": w, "dtype": data.dtype}
+        with mem.open(**profile, crs=tile.crs, transform=tile.transform, compress="deflate") as ds:
+            ds.write(data)
+        return bytes(mem.read())
+
+
+class ShardPipeline:
+    """The per-tile stages of one shard, built once per shard from the recipe."""
+
+    def __init__(self, ctx: BuildContext, tiles: list[Tile]) -> None:
+        r = ctx.recipe
+        self.recipe = r
+        self.imagery = {c.name: (c, open_imagery(c)) for c in r.imagery}
+        self.labels = ShardLabels(open_label_sources(ctx.osm_index_dirs, r.labels), tiles)
+        self.landcover = open_landcover(r.labels.landcover) if r.labels.landcover else None
+        self.captioner = CAPTIONERS.get(r.captions.captioner)(r.seed, r.captions.per_sample)
+        self.qa = (
+            QA_GENERATORS.get(r.qa.generator)(r.seed, r.qa.per_sample) if r.qa.enabled else None
+        )
+        self.filters = build_filters(r.filters)
+
+    def process(self, tile: Tile) -> Sample:
+        cfg, src = self.imagery[tile.source]
+        sample = Sample(tile, source_license=cfg.license, acquired=cfg.acquired)
+        if tile.plan_reject:
+            sample.reject(tile.plan_reject)
+            return sample
+        pixels = src.read_tile(tile)
+        sample.nodata_fraction = pixels.nodata_fraction
+        sample.rgb = src.to_rgb8(pixels)
+        if cfg.keep_bands:
+            sample.bands_tif = encode_geotiff(pixels.data, tile)
+        labels = self.recipe.labels
+        sample.osm = self.labels.for_tile(tile, labels.min_pixels, labels.keep_points)
+        if self.landcover is not None:
+            sample.landcover, sample.landcover_valid = self.landcover.coverage(
+                tile.crs, tile.transform, tile.size_px, tile.size_px
+            )
+        apply_filters(sample, self.filters)
+        if sample.status == "kept":
+            sample.captions = self.captioner.caption(sample)
+            sample.qa = self.qa.questions(sample) if self.qa else []
+            sample.jpeg = encode_jpeg(sample.rgb, self.recipe.output.jpeg_quality)
+        return sample
+
+
+def run_shard(ctx: BuildContext, shard: int, tiles: list[Tile], attempt: int = 1) -> dict[str, Any]:
+    """Build one shard and return its stats (also written as ``{shard}.stats.json``)."""
+    start = time.time()
+    pipeline = ShardPipeline(ctx, tiles)
+    writer = ShardWriter(ctx.out_dir, ctx.recipe.name, shard, list(ctx.recipe.output.formats))
+    try:
+        for tile in tiles:
+            writer.write(pipeline.process(tile))
+        extra = {
+            "seconds": round(time.time() - start, 3),
+            "started": start,
+            "attempt": attempt,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "labels_loaded": len(pipeline.labels),
+        }
+        return writer.finish(extra)
+    except BaseException:
+        writer.abort()
+        raise

@@ -1,0 +1,129 @@
+"""Shard writers: WebDataset tar, Parquet, the samples sidecar and the stats file.
+
+Everything is written under a temporary name unique to this attempt and renamed when complete;
+the stats file is renamed last and is the completion marker. An orphaned worker of a killed run
+and a rerun may write the same shard at once: each renames its own finished files, and the
+results are identical, so nothing is half-written or written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from geoweave.builders.records import PARQUET_SCHEMA, SIDECAR_SCHEMA, to_table
+from geoweave.builders.sample import Sample
+
+
+def shard_stem(name: str, shard: int) -> str:
+    return f"{name}-{shard:06d}"
+
+
+def stats_path(out_dir: Path, name: str, shard: int) -> Path:
+    return out_dir / f"{shard_stem(name, shard)}.stats.json"
+
+
+def is_complete(out_dir: Path, name: str, shard: int) -> bool:
+    """A shard is complete when its stats file exists and names files of the recorded sizes."""
+    path = stats_path(out_dir, name, shard)
+    try:
+        stats = json.loads(path.read_text())
+        files = stats["files"]
+    except (OSError, ValueError, KeyError):
+        return False
+    if stats.get("status") != "complete":
+        return False
+    return all(
+        (out_dir / f).is_file() and (out_dir / f).stat().st_size == size
+        for f, size in files.items()
+    )
+
+
+def remove_temporaries(out_dir: Path) -> int:
+    """Delete leftovers of interrupted attempts; returns how many were removed."""
+    n = 0
+    for p in out_dir.glob("*.tmp-*"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+class ShardWriter:
+    """Writes one shard; use as a context manager and call ``write`` once per sample."""
+
+    def __init__(self, out_dir: Path, name: str, shard: int, formats: list[str]) -> None:
+        self.out_dir, self.name, self.shard = out_dir, name, shard
+        self.stem = shard_stem(name, shard)
+        self.tag = f".tmp-{uuid.uuid4().hex[:8]}"
+        self.formats = formats
+        self.rows: list[dict[str, Any]] = []
+        self.kept: list[dict[str, Any]] = []
+        self.tar: wds.TarWriter | None = None
+        if "webdataset" in formats:
+            self.tar = wds.TarWriter(str(self._tmp(".tar")), compress=False)
+
+    def _tmp(self, suffix: str) -> Path:
+        return self.out_dir / f"{self.stem}{suffix}{self.tag}"
+
+    def write(self, sample: Sample) -> None:
+        meta = sample.metadata()
+        self.rows.append(meta)
+        if sample.status != "kept":
+            return
+        if self.tar is not None:
+            record = {"__key__": sample.key, "jpg": sample.jpeg, "json": meta}
+            record["txt"] = meta["captions"][0]["text"] if meta["captions"] else ""
+            if sample.bands_tif is not None:
+                record["tif"] = sample.bands_tif
+            self.tar.write(record)
+        if "parquet" in self.formats:
+            self.kept.append({**meta, "jpg": sample.jpeg, "tif": sample.bands_tif})
+
+    def finish(self, extra_stats: dict[str, Any]) -> dict[str, Any]:
+        """Close, rename into place, and write the stats marker; returns the stats."""
+        finals: dict[str, Path] = {}
+        if self.tar is not None:
+            self.tar.close()
+            finals[".tar"] = self._tmp(".tar")
+        if "parquet" in self.formats:
+            pq.write_table(to_table(self.kept, PARQUET_SCHEMA), self._tmp(".parquet"))
+            finals[".parquet"] = self._tmp(".parquet")
+        pq.write_table(to_table(self.rows, SIDECAR_SCHEMA), self._tmp(".samples.parquet"))
+        finals[".samples.parquet"] = self._tmp(".samples.parquet")
+        files = {}
+        for suffix, tmp in finals.items():
+            final = self.out_dir / f"{self.stem}{suffix}"
+            files[final.name] = tmp.stat().st_size
+            os.replace(tmp, final)
+        stats = self._stats(files, extra_stats)
+        tmp = self._tmp(".stats.json")
+        tmp.write_text(json.dumps(stats, indent=1))
+        os.replace(tmp, stats_path(self.out_dir, self.name, self.shard))
+        return stats
+
+    def _stats(self, files: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
+        reasons = Counter(r["reject_reason"] for r in self.rows if r["status"] != "kept")
+        return {
+            "shard": self.shard,
+            "status": "complete",
+            "tiles": len(self.rows),
+            "kept": sum(r["status"] == "kept" for r in self.rows),
+            "rejected": sum(reasons.values()),
+            "reject_reasons": dict(reasons),
+            "bytes": sum(files.values()),
+            "files": files,
+            **extra,
+        }
+
+    def abort(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+        for p in self.out_dir.glob(f"{self.stem}*{self.tag}"):
+            p.unlink(missing_ok=True)

@@ -1,0 +1,72 @@
+"""Template question-answer pairs whose answers are computed from the joined labels."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from geoweave.builders.sample import Sample
+from geoweave.captioning.phrases import a, element_phrase, plural
+from geoweave.captioning.registry import QA_GENERATORS
+from geoweave.captioning.templates import describe_counts
+
+# Phrases asked about when absent, for "no" answers; common in OSM, all visible from above.
+ABSENT_CANDIDATES = (
+    "building", "residential road", "body of water", "parking lot", "park", "railway line",
+    "sports pitch", "footpath", "forest", "farmland",
+)  # fmt: skip
+
+
+@QA_GENERATORS.add("template_qa_v1")
+class TemplateQA:
+    """Presence (yes/no), count, dominant land cover and relative position questions."""
+
+    name = "template_qa_v1"
+
+    def __init__(self, seed: int = 0, per_sample: int = 4) -> None:
+        self.seed, self.per_sample = seed, per_sample
+
+    def questions(self, sample: Sample) -> list[dict[str, Any]]:
+        rng = random.Random(f"{self.seed}|qa|{sample.key}")
+        pairs = self._presence(sample, rng) + self._counts(sample) + self._position(sample)
+        pairs += self._landcover(sample)
+        rng.shuffle(pairs)
+        return pairs[: self.per_sample]
+
+    def _presence(self, sample: Sample, rng: random.Random) -> list[dict[str, Any]]:
+        present = {p for e in sample.osm if (p := element_phrase(e["tags"]))}
+        out = []
+        if present:
+            p = rng.choice(sorted(present))
+            out.append(_qa(f"Is there {a(p)} in this image?", "yes", "presence"))
+        absent = [c for c in ABSENT_CANDIDATES if c not in present]
+        if absent:
+            out.append(_qa(f"Is there {a(rng.choice(absent))} in this image?", "no", "presence"))
+        return out
+
+    def _counts(self, sample: Sample) -> list[dict[str, Any]]:
+        return [
+            _qa(f"How many {plural(p, 2)} are visible, at least in part?", str(n), "count")
+            for p, n in describe_counts(sample, limit=2)
+        ]
+
+    def _position(self, sample: Sample) -> list[dict[str, Any]]:
+        by_phrase: dict[str, list[dict[str, Any]]] = {}
+        for e in sample.osm:
+            p = element_phrase(e["tags"])
+            if p:
+                by_phrase.setdefault(p, []).append(e)
+        for p, els in sorted(by_phrase.items()):
+            if len(els) == 1:
+                return [_qa(f"Where in the image is the {p}?", els[0]["position"], "position")]
+        return []
+
+    def _landcover(self, sample: Sample) -> list[dict[str, Any]]:
+        if not sample.landcover:
+            return []
+        name = max(sample.landcover.items(), key=lambda kv: kv[1])[0]
+        return [_qa("What is the dominant land cover?", name, "landcover")]
+
+
+def _qa(question: str, answer: str, kind: str) -> dict[str, Any]:
+    return {"question": question, "answer": answer, "kind": kind, "verified": True}

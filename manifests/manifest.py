@@ -1,0 +1,108 @@
+"""The DuckDB manifest: one file that records every planned tile, shard and run.
+
+Rebuilt from the shard sidecars at the end of every run (so it always matches the files), written
+under a temporary name and renamed. Runs accumulate in ``_runs/*.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+MANIFEST = "manifest.duckdb"
+PLAN = "plan.parquet"
+RUNS_DIR = "_runs"
+
+SHARDS_SCHEMA = pa.schema(
+    [("shard", pa.int32()), ("status", pa.string()), ("tiles", pa.int64()), ("kept", pa.int64())]
+    + [("rejected", pa.int64()), ("bytes", pa.int64()), ("seconds", pa.float64())]
+    + [("attempt", pa.int32()), ("worker", pa.string()), ("files", pa.string())]
+    + [("reject_reasons", pa.string()), ("error", pa.string())]
+)
+REJECTS_VIEW = """
+CREATE VIEW rejects AS
+SELECT key, shard, source, gsd_m, bbox, status, reject_reason, scores
+FROM samples WHERE status <> 'kept'
+"""
+# Tiles of a failed shard have no sidecar; they enter the manifest from the plan as 'failed'.
+MISSING_FROM_PLAN = """
+INSERT INTO samples BY NAME
+SELECT p.key, p.shard::INTEGER AS shard, 'failed' AS status, 'shard_failed' AS reject_reason,
+       p.source, p.crs, p.gsd_m, p.size_px::INTEGER AS size_px
+FROM read_parquet(?) p ANTI JOIN samples s ON s.key = p.key
+"""
+
+
+def record_run(out_dir: Path, record: dict[str, Any]) -> None:
+    runs = out_dir / RUNS_DIR
+    runs.mkdir(exist_ok=True)
+    (runs / f"{record['run_id']}.json").write_text(json.dumps(record, indent=1, default=str))
+
+
+def _shards_table(out_dir: Path, name: str) -> pa.Table:
+    rows = []
+    for p in sorted(out_dir.glob(f"{name}-*.stats.json")):
+        s = json.loads(p.read_text())
+        rows.append(
+            {
+                "shard": s["shard"],
+                "status": s["status"],
+                "tiles": s["tiles"],
+                "kept": s["kept"],
+                "rejected": s["rejected"],
+                "bytes": s["bytes"],
+                "seconds": s.get("seconds"),
+                "attempt": s.get("attempt"),
+                "worker": s.get("worker"),
+                "files": json.dumps(s["files"]),
+                "reject_reasons": json.dumps(s["reject_reasons"]),
+                "error": s.get("error"),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA)
+
+
+def _runs_table(out_dir: Path) -> pa.Table:
+    rows = []
+    for p in sorted((out_dir / RUNS_DIR).glob("*.json")):
+        r = json.loads(p.read_text())
+        rows.append(
+            {k: r[k] if isinstance(r[k], str | int | float) else json.dumps(r[k]) for k in r}
+        )
+    return pa.Table.from_pylist(rows)
+
+
+def write_manifest(out_dir: Path, name: str) -> Path:
+    """(Re)build ``manifest.duckdb`` from the sidecars, stats files, plan and run records."""
+    tmp = out_dir / f"{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
+    con = duckdb.connect(str(tmp))
+    try:
+        sidecars = sorted(str(p) for p in out_dir.glob(f"{name}-*.samples.parquet"))
+        from geoweave.builders.records import SIDECAR_SCHEMA
+
+        con.register("empty_samples", SIDECAR_SCHEMA.empty_table())
+        con.execute("CREATE TABLE samples AS SELECT * FROM empty_samples")
+        if sidecars:
+            con.execute("INSERT INTO samples SELECT * FROM read_parquet(?)", [sidecars])
+        if (out_dir / PLAN).exists():
+            con.execute(MISSING_FROM_PLAN, [str(out_dir / PLAN)])
+        con.execute(REJECTS_VIEW)
+        for table, data in (
+            ("shards", _shards_table(out_dir, name)),
+            ("runs", _runs_table(out_dir)),
+        ):
+            con.register(f"{table}_src", data)
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_src")
+            con.unregister(f"{table}_src")
+        con.unregister("empty_samples")
+    finally:
+        con.close()
+    final = out_dir / MANIFEST
+    os.replace(tmp, final)
+    return final

@@ -1,0 +1,48 @@
+"""The one-screen summary printed at the end of a build, read back from the manifest."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from geoweave.manifests.query import open_manifest
+
+
+def summarise(out_dir: str) -> dict[str, Any]:
+    con = open_manifest(out_dir)
+    try:
+        status = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY 1").fetchall())
+        reasons = con.execute(
+            "SELECT reject_reason, count(*) n FROM samples WHERE status <> 'kept' GROUP BY 1 ORDER BY n DESC"
+        ).fetchall()
+        shards = con.execute(
+            "SELECT count(*), count(*) FILTER (status = 'complete'), coalesce(sum(bytes), 0) FROM shards"
+        ).fetchone()
+        by_gsd = con.execute(
+            "SELECT gsd_m, count(*) FILTER (status = 'kept') FROM samples GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    assert shards is not None
+    return {"status": status, "reasons": reasons, "shards": shards, "by_gsd": by_gsd}
+
+
+def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    s = summarise(summary["out_dir"])
+    planned = sum(s["status"].values())
+    n_shards, complete, nbytes = s["shards"]
+    out.write(f"\nbuilt {summary['name']} in {summary['seconds']:.1f} s -> {summary['out_dir']}\n")
+    out.write(f"  tiles planned   {planned}\n")
+    out.write(f"  kept            {s['status'].get('kept', 0)}  (by GSD: ")
+    out.write(", ".join(f"{g:g} m: {n}" for g, n in s["by_gsd"]) + ")\n")
+    out.write(f"  rejected        {planned - s['status'].get('kept', 0)}\n")
+    for reason, n in s["reasons"]:
+        out.write(f"    {reason:28s}{n}\n")
+    out.write(
+        f"  shards          {complete}/{n_shards} complete, {summary['shards_run']} run now\n"
+    )
+    out.write(f"  bytes           {nbytes:,}\n")
+    out.write(f"  manifest        {summary['manifest']}\n")
+    out.write(
+        f'  query it:       build-dataset query {summary["out_dir"]} "SELECT * FROM samples LIMIT 5"\n'
+    )

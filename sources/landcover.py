@@ -1,0 +1,212 @@
+"""Land-cover class rasters (ESA WorldCover, CORINE, ...) summarised as class fractions per tile.
+
+A tile's ``landcover`` field is the share of each class among the tile's valid pixels. The class
+raster is resampled onto the tile grid itself (CRS, transform, size), so a 20 m CORINE raster in
+EPSG:3067 and a 10 m Sentinel-2 tile in UTM are compared pixel for pixel. Only the window of the
+raster under the tile is read, so a continental raster costs no more than a city one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.transform import array_bounds
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from geoweave.builders.errors import FatalError
+
+LEGEND_PACKAGE = "geoweave.sources.legends"
+_INVALID = -1  # class value of pixels that are nodata or outside the raster, after casting
+_MARGIN = 2  # source pixels read around the tile, so resampling kernels see their neighbours
+
+
+def shipped_legends() -> list[str]:
+    """Names of the legends shipped with geoweave (``esa_worldcover``, ``corine``, ...)."""
+    files = resources.files(LEGEND_PACKAGE).iterdir()
+    return sorted(f.name[: -len(".csv")] for f in files if f.name.endswith(".csv"))
+
+
+def load_legend(name_or_path: str) -> dict[int, str]:
+    """Read a legend: raster class code -> class name.
+
+    Args:
+        name_or_path: a shipped legend name (see ``shipped_legends()``) or the path of a CSV file
+            with columns ``code,name`` (and optionally ``color``); lines starting with ``#`` are
+            comments.
+
+    Returns:
+        The class names keyed by raster value.
+
+    Raises:
+        FatalError: the name is neither shipped nor an existing file, or the CSV is malformed.
+    """
+    shipped = shipped_legends()
+    if name_or_path in shipped:
+        resource = resources.files(LEGEND_PACKAGE) / f"{name_or_path}.csv"
+        return _parse_legend(resource.read_text(encoding="utf-8"), name_or_path)
+    path = Path(name_or_path)
+    if path.is_file():
+        return _parse_legend(path.read_text(encoding="utf-8"), str(path))
+    raise FatalError(
+        f"unknown land-cover legend {name_or_path!r}: give one of {', '.join(shipped)} "
+        "or the path of a CSV file with columns code,name"
+    )
+
+
+def _parse_legend(text: str, origin: str) -> dict[int, str]:
+    """Parse legend CSV text, skipping ``#`` comment lines."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    reader = csv.DictReader(io.StringIO("\n".join(lines)))
+    if not {"code", "name"} <= set(reader.fieldnames or []):
+        raise FatalError(f"legend {origin} needs a header with columns code,name")
+    legend: dict[int, str] = {}
+    for row in reader:
+        try:
+            code = int(row["code"])
+        except (TypeError, ValueError):
+            raise FatalError(
+                f"legend {origin}: class code {row['code']!r} is not an integer"
+            ) from None
+        if code in legend:
+            raise FatalError(f"legend {origin}: class code {code} appears twice")
+        legend[code] = row["name"].strip()
+    return legend
+
+
+class LandCoverSource:
+    """A categorical land-cover raster and the legend that names its classes.
+
+    The raster is opened for each tile rather than held open, so the source pickles into Ray
+    tasks. Pixels that are nodata (or masked) in the raster, or outside it, are not valid.
+    """
+
+    def __init__(self, path: str | Path, legend: str, name: str = "landcover") -> None:
+        """Open the raster and read the legend.
+
+        Args:
+            path: a GeoTIFF/COG (or any GDAL raster) of integer class codes, with a CRS.
+            legend: a shipped legend name or a legend CSV path (see ``load_legend``).
+            name: the source name recorded in sample provenance.
+
+        Raises:
+            FatalError: the raster is unreadable or has no CRS, or the legend is unknown.
+        """
+        self.path = Path(path)
+        self.name = name
+        self.legend_name = legend
+        self.legend = load_legend(legend)
+        try:
+            with rasterio.open(self.path) as ds:
+                self.crs: CRS | None = ds.crs
+                self.transform: Affine = ds.transform
+                self.width: int = ds.width
+                self.height: int = ds.height
+                self.nodata: float | None = ds.nodata
+                self.bounds = tuple(ds.bounds)
+        except RasterioIOError as exc:
+            raise FatalError(f"cannot read land-cover raster {self.path}: {exc}") from None
+        if self.crs is None:
+            raise FatalError(
+                f"land-cover raster {self.path} has no CRS; assign the one it was made in, "
+                f"e.g. `rio edit-info --crs EPSG:3035 {self.path}`"
+            )
+
+    @property
+    def bounds_lonlat(self) -> tuple[float, float, float, float]:
+        """The raster's footprint as (west, south, east, north) in degrees."""
+        west, south, east, north = transform_bounds(self.crs, "EPSG:4326", *self.bounds)
+        return (west, south, east, north)
+
+    def fractions(self, crs: str, transform: Affine, width: int, height: int) -> dict[str, float]:
+        """Class name -> fraction of the tile's valid pixels (empty when none is valid).
+
+        Args:
+            crs: the tile grid's CRS, e.g. ``"EPSG:32635"``.
+            transform: the tile grid's affine transform.
+            width: tile width in pixels.
+            height: tile height in pixels.
+        """
+        return self.coverage(crs, transform, width, height)[0]
+
+    def coverage(
+        self, crs: str, transform: Affine, width: int, height: int
+    ) -> tuple[dict[str, float], float]:
+        """Class fractions of the valid pixels, and the fraction of tile pixels that are valid.
+
+        The raster is resampled onto the tile grid with nearest neighbour when tile pixels are
+        as fine as or finer than the raster's, and with the mode (majority class) when coarser.
+        Arguments are as in ``fractions``.
+        """
+        classes = self._on_grid(CRS.from_user_input(crs), transform, width, height)
+        codes, counts = np.unique(classes[classes != _INVALID], return_counts=True)
+        valid = int(counts.sum())
+        if valid == 0:
+            return {}, 0.0
+        shares: dict[str, float] = {}
+        for code, count in zip(codes, counts, strict=True):  # two codes may share a name
+            name = self._class_name(int(code))
+            shares[name] = shares.get(name, 0.0) + int(count) / valid
+        return shares, valid / (width * height)
+
+    def _class_name(self, code: int) -> str:
+        return self.legend.get(code, f"class {code}")
+
+    def _on_grid(self, crs: CRS, transform: Affine, width: int, height: int) -> np.ndarray:
+        """The class raster resampled onto the tile grid as int32, ``_INVALID`` where not valid."""
+        out = np.full((height, width), _INVALID, dtype=np.int32)
+        tile_bounds = transform_bounds(crs, self.crs, *array_bounds(height, width, transform))
+        window = self._window(tile_bounds)
+        if window is None:
+            return out
+        with rasterio.open(self.path) as ds:
+            data = ds.read(1, window=window)
+            mask = ds.read_masks(1, window=window) > 0
+        src = np.where(mask, data.astype(np.int32), _INVALID)
+        reproject(
+            src,
+            out,
+            src_transform=window_transform(window, self.transform),
+            src_crs=self.crs,
+            src_nodata=_INVALID,
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=_INVALID,
+            resampling=self._resampling(tile_bounds, width, height),
+        )
+        return out
+
+    def _window(self, bounds: tuple[float, float, float, float]) -> Window | None:
+        """The raster window covering ``bounds`` (raster CRS) plus a margin; None if disjoint."""
+        west, south, east, north = bounds
+        inv = ~self.transform
+        corners = [(x, y) for x in (west, east) for y in (south, north)]
+        cols = [inv.a * x + inv.b * y + inv.c for x, y in corners]
+        rows = [inv.d * x + inv.e * y + inv.f for x, y in corners]
+        col0 = max(math.floor(min(cols)) - _MARGIN, 0)
+        row0 = max(math.floor(min(rows)) - _MARGIN, 0)
+        col1 = min(math.ceil(max(cols)) + _MARGIN, self.width)
+        row1 = min(math.ceil(max(rows)) + _MARGIN, self.height)
+        if col0 >= col1 or row0 >= row1:
+            return None
+        return Window(col0, row0, col1 - col0, row1 - row0)
+
+    def _resampling(
+        self, bounds: tuple[float, float, float, float], width: int, height: int
+    ) -> Resampling:
+        """Nearest when a tile pixel is no larger than a raster pixel, else the mode."""
+        west, south, east, north = bounds
+        tile_pixel = math.sqrt((east - west) / width * (north - south) / height)
+        raster_pixel = math.sqrt(abs(self.transform.determinant))
+        return Resampling.mode if tile_pixel > raster_pixel * (1 + 1e-6) else Resampling.nearest

@@ -1,0 +1,1 @@
+"""Land-cover class legends shipped with geoweave."""

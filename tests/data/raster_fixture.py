@@ -1,0 +1,80 @@
+"""Seeded GeoTIFF fixtures: small rasters with a real CRS, written by a script, not committed.
+
+Run ``python tests/data/raster_fixture.py OUT_DIR`` to write them by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+
+# EPSG:32610 (UTM 10N) origin near West Oakland, (-122.30, 37.80) in lon/lat.
+ORIGIN = (563_000.0, 4_184_000.0)
+
+
+def write_rgb(
+    path: Path, seed: int = 0, size: int = 96, res: float = 10.0, nodata_cols: int = 16
+) -> Path:
+    """A 3-band uint8 image in UTM 10N with textured content and a nodata strip on the left."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(40, 220, size=(3, size, size), dtype=np.uint8)
+    data[:, :, :nodata_cols] = 0
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32610",
+        "transform": from_origin(*ORIGIN, res, res),
+        "nodata": 0,
+    }
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+    return path
+
+
+def write_uint16(path: Path, seed: int = 1, size: int = 64, res: float = 10.0) -> Path:
+    """A 4-band uint16 Sentinel-2-like image (B2, B3, B4, B8 reflectance x 10000)."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(200, 3000, size=(4, size, size), dtype=np.uint16)
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 4,
+        "dtype": "uint16",
+        "crs": "EPSG:32610",
+        "transform": from_origin(*ORIGIN, res, res),
+    }
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+    return path
+
+
+def write_no_crs(path: Path) -> Path:
+    data = np.full((1, 16, 16), 7, dtype=np.uint8)
+    profile = {"driver": "GTiff", "width": 16, "height": 16, "count": 1, "dtype": "uint8"}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+    return path
+
+
+def write_corrupt(path: Path, seed: int = 0) -> Path:
+    """A real GeoTIFF cut short: the header is fine, the pixel data is gone."""
+    good = write_rgb(path.with_suffix(".good.tif"), seed)
+    blob = good.read_bytes()
+    path.write_bytes(blob[: len(blob) // 3])
+    good.unlink()
+    return path
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    out.mkdir(parents=True, exist_ok=True)
+    for fn in (write_rgb, write_uint16, write_no_crs, write_corrupt):
+        print(fn(out / f"{fn.__name__.removeprefix('write_')}.tif"))
