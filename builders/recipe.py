@@ -52,6 +52,7 @@ class ImageryConfig(_Strict):
         "auto", description="'auto' (2-98th percentile of the source), 'none', or [min, max]"
     )
     keep_bands: bool = Field(False, description="also store all bands as GeoTIFF")
+    nodata: float | None = Field(None, description="nodata value when the file declares none")
     acquired: str | None = Field(None, description="acquisition date or time, ISO 8601")
     license: str = "see source"
 

@@ -50,7 +50,7 @@ def open_imagery(cfg: ImageryConfig) -> GeoTiffSource:
 @cache
 def _imagery(cfg_json: str) -> GeoTiffSource:
     cfg = ImageryConfig.model_validate_json(cfg_json)
-    return GeoTiffSource(cfg.name, cfg.path, cfg.bands, cfg.scale)
+    return GeoTiffSource(cfg.name, cfg.path, cfg.bands, cfg.scale, cfg.nodata)
 
 
 def open_label_sources(index_dirs: tuple[str, ...], labels: LabelsConfig) -> list[LabelSource]:

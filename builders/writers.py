@@ -92,7 +92,7 @@ class ShardWriter:
         if self.tar is not None:
             self.tar.close()
             finals[".tar"] = self._tmp(".tar")
-        if "parquet" in self.formats:
+        if "parquet" in self.formats and self.kept:  # readers choke on zero-row files
             pq.write_table(to_table(self.kept, PARQUET_SCHEMA), self._tmp(".parquet"))
             finals[".parquet"] = self._tmp(".parquet")
         pq.write_table(to_table(self.rows, SIDECAR_SCHEMA), self._tmp(".samples.parquet"))

@@ -36,10 +36,18 @@ class TilePixels:
 class GeoTiffSource:
     """One local raster, opened lazily per process (rasterio handles do not pickle)."""
 
-    def __init__(self, name: str, path: str | Path, bands: list[int], scale: object = "auto"):
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        bands: list[int],
+        scale: object = "auto",
+        nodata: float | None = None,
+    ) -> None:
         self.name = name
         self.path = Path(path)
         self.bands = bands
+        self.nodata_override = nodata
         self._ds: rasterio.DatasetReader | None = None
         info = self._inspect()
         self.crs: str = info["crs"]
@@ -96,6 +104,8 @@ class GeoTiffSource:
         step = max(1, max(self.ds.width, self.ds.height) // 1024)
         shape = (n, max(1, self.ds.height // step), max(1, self.ds.width // step))
         arr = self.ds.read(self.bands, out_shape=shape, masked=True)
+        if self.nodata_override is not None:
+            arr = np.ma.masked_array(arr.data, np.all(arr.data == self.nodata_override, axis=0) | arr.mask)
         lo, hi = np.zeros(n), np.full(n, 255.0)
         for i in range(n):
             vals = arr[i].compressed()
@@ -112,7 +122,12 @@ class GeoTiffSource:
         if window is None:
             return TilePixels(out, valid.astype(bool))
         src = self.ds.read(window=window)
-        mask = self.ds.dataset_mask(window=window)
+        nodata = self.ds.nodata
+        if self.nodata_override is None:
+            mask = self.ds.dataset_mask(window=window)
+        else:
+            nodata = self.nodata_override
+            mask = np.where(np.all(src == nodata, axis=0), 0, 255).astype(np.uint8)
         common = {
             "src_transform": self.ds.window_transform(window),
             "src_crs": self.ds.crs,
@@ -121,7 +136,7 @@ class GeoTiffSource:
         }
         coarser = tile.gsd_m > self.res * 1.5
         method = Resampling.average if coarser else Resampling.bilinear
-        reproject(src, out, src_nodata=self.ds.nodata, dst_nodata=0, resampling=method, **common)
+        reproject(src, out, src_nodata=nodata, dst_nodata=0, resampling=method, **common)
         reproject(mask, valid, src_nodata=None, resampling=Resampling.nearest, **common)
         return TilePixels(out, valid > 0)
 

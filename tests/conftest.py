@@ -1,0 +1,31 @@
+"""Shared fixtures: paths to the real samples, an isolated cache and Ray temp dir per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+SF_BAY = SHARED / "sf-bay"
+HELSINKI = SHARED / "helsinki"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Label-index cache and Ray's temp dir under pytest's tmp; no usage stats."""
+    os.environ["GEOWEAVE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    ray_tmp = Path("/tmp") / f"gwray{os.getpid()}"  # short: Ray's socket paths have a length limit
+    ray_tmp.mkdir(exist_ok=True)
+    os.environ["RAY_TMPDIR"] = str(ray_tmp)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``build-dataset`` in a subprocess, as a user would."""
+    cmd = [sys.executable, "-m", "geoweave.builders.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())

@@ -1,0 +1,170 @@
+"""Bad input stops ``build-dataset`` with exit code 2, a message that names the culprit and says
+what to do, and nothing written: no output folder, no partial OSM index in the label cache.
+
+Every case fails while the recipe and inputs are checked, before Ray starts, so each is fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import SF_BAY, run_cli
+
+HERE = Path(__file__).resolve().parent
+PBF = SF_BAY / "sf_bay_osm_overpass_20171020.osm.pbf"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, HERE / "data" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rasters = _load("raster_fixture")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A label cache of this test only (``run_cli`` passes the environment on)."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("GEOWEAVE_CACHE", str(path))
+    return path
+
+
+def write_recipe(tmp_path: Path, imagery: Path, **sections: Any) -> Path:
+    """A small recipe over ``imagery`` with absolute paths; ``sections`` replace its fields."""
+    recipe: dict[str, Any] = {
+        "name": "bad",
+        "imagery": [{"name": "img", "path": str(imagery)}],
+        "tiles": {"size_px": 16, "gsd_m": [10]},
+        "filters": {"min_labels": 0},
+        **sections,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def partial_indexes(cache: Path) -> list[Path]:
+    """Anything in the label cache whose name says it is a temporary (unfinished) build."""
+    return [p for p in cache.rglob("*") if "tmp" in p.name] if cache.exists() else []
+
+
+def assert_rejected(tmp_path: Path, cache: Path, recipe: Path, *expected: str) -> str:
+    """Run the recipe; check exit code 2, the message, and that nothing was written."""
+    out = tmp_path / "out"
+    result = run_cli("run", str(recipe), "--output", str(out), "--no-progress")
+    assert result.returncode == 2, result.stderr
+    stderr = result.stderr
+    assert "build-dataset: error:" in stderr
+    assert "Traceback" not in stderr, stderr
+    for text in expected:
+        assert text in stderr, f"{text!r} not in stderr:\n{stderr}"
+    assert not out.exists(), f"{out} was written: {sorted(out.rglob('*'))}"
+    assert partial_indexes(cache) == []
+    return stderr
+
+
+def test_corrupt_geotiff(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_corrupt(tmp_path / "broken_scene.tif")
+    stderr = assert_rejected(tmp_path, cache, write_recipe(tmp_path, image), "broken_scene.tif")
+    assert "re-export or re-download" in stderr
+
+
+def test_raster_without_crs(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_no_crs(tmp_path / "nocrs_scene.tif")
+    stderr = assert_rejected(tmp_path, cache, write_recipe(tmp_path, image), "nocrs_scene.tif")
+    assert "no CRS" in stderr
+    assert "--crs" in stderr  # how to assign one
+
+
+@pytest.mark.skipif(not PBF.exists(), reason="shared SF Bay sample not present")
+def test_truncated_pbf(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    data = PBF.read_bytes()
+    truncated = tmp_path / "cut_short.osm.pbf"
+    truncated.write_bytes(data[: len(data) // 2])
+    recipe = write_recipe(tmp_path, image, labels={"osm": [str(truncated)]})
+    stderr = assert_rejected(tmp_path, cache, recipe, "cut_short.osm.pbf")
+    assert "corrupt or truncated" in stderr
+    assert "download it again" in stderr
+    # The cache may hold the folder indexes go in, but no index, whole or partial.
+    assert not cache.exists() or list(cache.rglob("meta.json")) == []
+
+
+def test_misspelt_field(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    recipe = write_recipe(tmp_path, image, tiles={"size_pxx": 32})
+    stderr = assert_rejected(tmp_path, cache, recipe, "recipe.yaml", "tiles.size_pxx")
+    assert "unknown field" in stderr
+    assert "check the spelling" in stderr
+
+
+def test_value_not_allowed(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    recipe = write_recipe(tmp_path, image, output={"formats": ["zip"]})
+    stderr = assert_rejected(tmp_path, cache, recipe, "output.formats")
+    assert "'webdataset'" in stderr and "'parquet'" in stderr  # the allowed values
+
+
+def test_value_out_of_range(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    recipe = write_recipe(tmp_path, image, tiles={"size_px": 2})
+    stderr = assert_rejected(tmp_path, cache, recipe, "tiles.size_px")
+    assert "greater than or equal to 8" in stderr
+
+
+def test_missing_imagery(tmp_path: Path, cache: Path) -> None:
+    recipe = write_recipe(tmp_path, tmp_path / "not_downloaded.tif")
+    stderr = assert_rejected(tmp_path, cache, recipe, "not_downloaded.tif")
+    assert "not found" in stderr
+    assert "imagery.path" in stderr
+
+
+def test_missing_recipe(tmp_path: Path, cache: Path) -> None:
+    assert_rejected(tmp_path, cache, tmp_path / "no_such_recipe.yaml", "no_such_recipe.yaml")
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [("tiles.size_px", "FIELD=VALUE"), ("tiles.size_pxx=32", "tiles.size_pxx")],
+    ids=["no_equals", "unknown_field"],
+)
+def test_bad_set_override(tmp_path: Path, cache: Path, flag: str, expected: str) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    recipe = write_recipe(tmp_path, image)
+    out = tmp_path / "out"
+    result = run_cli("run", str(recipe), "--output", str(out), "--set", flag)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert partial_indexes(cache) == []
+
+
+def test_set_without_equals_gives_an_example(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    result = run_cli("run", str(write_recipe(tmp_path, image)), "--set", "tiles.size_px")
+    assert result.returncode == 2
+    assert "--set 'tiles.size_px'" in result.stderr
+    assert "e.g. --set tiles.size_px=32" in result.stderr
+
+
+def test_query_without_manifest(tmp_path: Path) -> None:
+    folder = tmp_path / "never_built"
+    folder.mkdir()
+    result = run_cli("query", str(folder), "SELECT count(*) FROM samples")
+    assert result.returncode == 2, result.stderr
+    assert "no manifest" in result.stderr
+    assert str(folder) in result.stderr
+    assert "build-dataset run" in result.stderr and "first" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(folder.iterdir()) == []  # query must not create a manifest

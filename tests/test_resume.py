@@ -1,0 +1,93 @@
+"""Resume: SIGKILL the driver after some shards complete, rerun, get the uninterrupted result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from tests.conftest import REPO, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def _recipe(tmp_path: Path) -> Path:
+    data = yaml.safe_load((REPO / "examples/sf-bay.yaml").read_text())
+    base = REPO / "examples"
+    data["imagery"][0]["path"] = str((base / data["imagery"][0]["path"]).resolve())
+    data["labels"]["osm"] = [str((base / p).resolve()) for p in data["labels"]["osm"]]
+    data["tiles"]["gsd_m"] = [60]
+    data["output"]["samples_per_shard"] = 8
+    data["execution"] = {"num_cpus": 1, "retries": 0}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc; Ray's processes started by the driver)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_when_shards_complete(recipe: Path, out: Path, n: int) -> int:
+    cmd = [sys.executable, "-m", "geoweave.builders.cli", "run", str(recipe), "-o", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list(out.glob("*.stats.json"))) < n and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    ray_procs = _descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for pid in ray_procs:  # end this test's Ray by PID, never `ray stop`
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(list(out.glob("*.stats.json")))
+
+
+def _keys(out: Path) -> list[tuple[str, str]]:
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    return con.execute("SELECT key, status FROM samples ORDER BY key").fetchall()
+
+
+def test_rerun_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    whole = tmp_path / "whole"
+    assert run_cli("run", str(recipe), "-o", str(whole), "--no-progress").returncode == 0
+    total = len(list(whole.glob("*.stats.json")))
+    assert total >= 6
+
+    killed = tmp_path / "killed"
+    done_before = _kill_when_shards_complete(recipe, killed, 3)
+    assert 3 <= done_before < total, "the driver must die mid-build"
+    assert not (killed / "manifest.duckdb").exists()
+
+    rerun = run_cli("run", str(recipe), "-o", str(killed), "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{total - done_before} run now" in rerun.stdout
+    assert _keys(killed) == _keys(whole)
+    keys = [k for k, _ in _keys(killed)]
+    assert len(keys) == len(set(keys))
+    assert not list(killed.glob("*.tmp-*"))
+    tars = sorted(p.name for p in killed.glob("*.tar"))
+    assert tars == sorted(p.name for p in whole.glob("*.tar"))
