@@ -28,4 +28,6 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``build-dataset`` in a subprocess, as a user would."""
     cmd = [sys.executable, "-m", "geoweave.builders.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,19 +50,28 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _kill_when_shards_complete(recipe: Path, out: Path, n: int) -> int:
-    cmd = [sys.executable, "-m", "geoweave.builders.cli", "run", str(recipe), "-o", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "geoweave.builders.cli",
+        "run",
+        str(recipe),
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while len(list(out.glob("*.stats.json"))) < n and proc.poll() is None and time.time() < deadline:
+    while (
+        len(list(out.glob("*.stats.json"))) < n and proc.poll() is None and time.time() < deadline
+    ):
         time.sleep(0.05)
     ray_procs = _descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     for pid in ray_procs:  # end this test's Ray by PID, never `ray stop`
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return len(list(out.glob("*.stats.json")))
 
 

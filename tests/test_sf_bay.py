@@ -36,7 +36,9 @@ def _tar_samples(out: Path) -> list[dict]:
 
 def test_example_builds_enough_tiles_at_two_gsds_in_several_shards(build: Path) -> None:
     con = _manifest(build)
-    by_gsd = dict(con.execute("SELECT gsd_m, count(*) FROM samples WHERE status='kept' GROUP BY 1").fetchall())
+    by_gsd = dict(
+        con.execute("SELECT gsd_m, count(*) FROM samples WHERE status='kept' GROUP BY 1").fetchall()
+    )
     assert set(by_gsd) == {30.0, 60.0}
     assert sum(by_gsd.values()) >= 100
     assert con.execute("SELECT count(*) FROM shards WHERE status='complete'").fetchone()[0] >= 5

@@ -1,0 +1,103 @@
+"""Tile grid, plan and imagery reads on seeded GeoTIFF fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geoweave.builders.errors import FatalError
+from geoweave.builders.plan import NO_COVERAGE, plan_tiles
+from geoweave.builders.recipe import Recipe
+from geoweave.sources.grid import Tile, tile_key, utm_crs
+from geoweave.sources.imagery import GeoTiffSource
+from tests.data.raster_fixture import ORIGIN, write_corrupt, write_no_crs, write_rgb, write_uint16
+
+
+def _recipe(path: Path, **tiles: object) -> Recipe:
+    return Recipe.model_validate(
+        {
+            "name": "t",
+            "imagery": [{"name": "img", "path": str(path), "scale": "none"}],
+            "tiles": {"size_px": 16, "gsd_m": [10], **tiles},
+            "output": {"samples_per_shard": 5},
+        }
+    )
+
+
+def test_utm_zone_and_stable_keys() -> None:
+    assert utm_crs(-122.3, 37.8) == "EPSG:32610"
+    assert utm_crs(24.9, 60.2) == "EPSG:32635"
+    assert utm_crs(151.2, -33.9) == "EPSG:32756"
+    assert tile_key("img", 2.5, "EPSG:32610", 3, -4) == "img_2p5m_32610_3_-4"
+
+
+def test_plan_is_deterministic_and_shards_are_filled_in_order(tmp_path: Path) -> None:
+    src = GeoTiffSource("img", write_rgb(tmp_path / "a.tif"), [1, 2, 3], "none")
+    recipe = _recipe(tmp_path / "a.tif", gsd_m=[10, 20])
+    a, b = plan_tiles(recipe, [src]), plan_tiles(recipe, [src])
+    assert a == b
+    keys = [t.key for t in a.tiles]
+    assert len(keys) == len(set(keys))
+    assert {t.gsd_m for t in a.tiles} == {10.0, 20.0}
+    assert [len(a.shard_tiles(s)) for s in range(a.num_shards - 1)] == [5] * (a.num_shards - 1)
+    # 96 px at 10 m = 960 m square; the default area is its lon/lat bounding box, a little
+    # larger once back in UTM: 7 x 7 to 8 x 8 cells of 160 m at 10 m GSD.
+    n10 = sum(t.gsd_m == 10 for t in a.tiles)
+    assert 49 <= n10 <= 64
+
+
+def test_tiles_outside_the_imagery_are_planned_as_rejected(tmp_path: Path) -> None:
+    src = GeoTiffSource("img", write_rgb(tmp_path / "a.tif"), [1, 2, 3], "none")
+    w, s, e, n = src.bounds_lonlat
+    recipe = _recipe(tmp_path / "a.tif").model_copy(
+        update={"area": Recipe.model_fields["area"].annotation(bbox=(w, s, e + (e - w), n))}  # type: ignore[misc]
+    )
+    plan = plan_tiles(recipe, [src])
+    outside = [t for t in plan.tiles if t.plan_reject == NO_COVERAGE]
+    inside = [t for t in plan.tiles if t.plan_reject is None]
+    assert outside and inside
+    assert all(t.bbox_lonlat()[0] > e for t in outside)
+
+
+def test_read_tile_reprojects_and_reports_nodata(tmp_path: Path) -> None:
+    path = write_rgb(tmp_path / "a.tif", nodata_cols=16)
+    src = GeoTiffSource("img", path, [1, 2, 3], "none")
+    # A tile aligned with the raster's own grid (same CRS, 10 m) reads back the exact pixels.
+    col, row = int(ORIGIN[0] // 160) + 1, int(ORIGIN[1] // 160) - 2
+    tile = Tile("k", "img", "EPSG:32610", 10.0, 16, col, row)
+    px = src.read_tile(tile)
+    with rasterio.open(path) as ds:
+        win = ds.window(*tile.bounds)
+        direct = ds.read(window=win)
+    assert px.data.shape == (3, 16, 16)
+    np.testing.assert_array_equal(px.data[:, px.valid], direct[:, px.valid])
+    expect_valid = (direct != 0).any(axis=0)
+    np.testing.assert_array_equal(px.valid, expect_valid)
+    assert px.nodata_fraction == pytest.approx(1 - expect_valid.mean())
+    assert 0 < px.nodata_fraction < 1
+    rgb = src.to_rgb8(px)
+    assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
+    assert (rgb[~px.valid] == 0).all()
+
+
+def test_coarser_gsd_averages_and_auto_stretch_spans_uint16(tmp_path: Path) -> None:
+    src = GeoTiffSource("s2", write_uint16(tmp_path / "u.tif"), [3, 2, 1], "auto")
+    lo, hi = src.stretch
+    assert (lo > 200).all() and (hi < 3000).all() and (hi > lo).all()
+    tile = Tile("k", "s2", "EPSG:32610", 40.0, 4, int(ORIGIN[0] // 160) + 1, int(ORIGIN[1] // 160) - 1)
+    px = src.read_tile(tile)
+    assert px.valid.all()
+    rgb = src.to_rgb8(px)
+    assert 60 < rgb.mean() < 200  # averages of uniform noise sit mid-range
+
+
+def test_bad_rasters_fail_with_the_file_named(tmp_path: Path) -> None:
+    with pytest.raises(FatalError, match="no CRS"):
+        GeoTiffSource("x", write_no_crs(tmp_path / "n.tif"), [1])
+    with pytest.raises(FatalError, match=r"corrupt\.tif: not a readable GeoTIFF"):
+        GeoTiffSource("x", write_corrupt(tmp_path / "corrupt.tif"), [1, 2, 3])
+    with pytest.raises(FatalError, match="has 3 bands"):
+        GeoTiffSource("x", write_rgb(tmp_path / "a.tif"), [1, 2, 4])

@@ -1,0 +1,124 @@
+"""Label join (coverage, position, clipping, visibility), template captions and QA."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from geoweave.builders.join import ShardLabels
+from geoweave.builders.sample import OSM_LICENSE, Sample
+from geoweave.captioning.phrases import element_phrase, phrase, plural
+from geoweave.captioning.qa import TemplateQA
+from geoweave.captioning.templates import TemplateCaptioner
+from geoweave.sources.grid import Tile
+
+CRS = "EPSG:32610"
+TILE = Tile("t_10m_32610_3600_26000", "t", CRS, 10.0, 32, 3600, 26000)  # a 320 m square
+X0, Y0 = 3600 * 320.0, 26000 * 320.0
+
+
+class FrameSource:
+    """A label source over an in-memory GeoDataFrame (the LabelSource protocol)."""
+
+    name = "test"
+
+    def __init__(self, rows: list[tuple[str, dict, shapely.Geometry]]) -> None:
+        ids, tags, geoms = zip(*rows, strict=True)
+        gdf = gpd.GeoDataFrame({"id": ids, "tags": tags}, geometry=list(geoms), crs=CRS)
+        self.gdf = gdf.to_crs("EPSG:4326")
+
+    def query(self, bbox: tuple[float, float, float, float]) -> gpd.GeoDataFrame:
+        return self.gdf[self.gdf.intersects(shapely.box(*bbox))]
+
+
+def _box(x: float, y: float, w: float, h: float) -> shapely.Geometry:
+    return shapely.box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
+
+
+@pytest.fixture
+def labels() -> ShardLabels:
+    rows = [
+        ("w1", {"building": "yes"}, _box(20, 260, 40, 40)),  # top-left, 16 px
+        ("w2", {"building": "yes"}, _box(150, 150, 20, 20)),  # centre, 4 px
+        ("w3", {"building": "yes"}, _box(250, 10, 5, 5)),  # 0.25 px: not visible
+        ("w4", {"landuse": "grass"}, _box(-100, -100, 200, 200)),  # clipped at the corner
+        ("w5", {"highway": "residential"}, shapely.LineString([(X0 - 10, Y0 + 100), (X0 + 330, Y0 + 100)])),
+        ("n6", {"amenity": "bench"}, shapely.Point(X0 + 100, Y0 + 100)),
+        ("w7", {"building": "yes"}, _box(1000, 1000, 50, 50)),  # outside
+    ]
+    return ShardLabels([FrameSource(rows)], [TILE])
+
+
+def test_join_coverage_position_clipping_and_visibility(labels: ShardLabels) -> None:
+    els = {e["id"]: e for e in labels.for_tile(TILE, min_pixels=1.0)}
+    assert set(els) == {"w1", "w2", "w4", "w5"}  # w3 too small, n6 a point, w7 outside
+    assert els["w1"]["coverage_px"] == pytest.approx(16, rel=1e-3)
+    assert els["w1"]["area_m2"] == pytest.approx(1600, rel=1e-3)
+    assert els["w1"]["position"] == "top-left" and not els["w1"]["clipped"]
+    assert els["w2"]["position"] == "centre"
+    assert els["w4"]["clipped"] and els["w4"]["area_m2"] == pytest.approx(100 * 100, rel=1e-3)
+    assert els["w4"]["position"] == "bottom-left" and els["w4"]["geom_type"] == "polygon"
+    assert els["w5"]["geom_type"] == "line" and els["w5"]["clipped"]
+    assert els["w5"]["length_m"] == pytest.approx(320, rel=1e-3)
+    assert els["w5"]["coverage_px"] == pytest.approx(32, rel=1e-3)
+    assert [e["id"] for e in labels.for_tile(TILE, 1.0)][0] == "w4"  # largest first
+    with_points = {e["id"] for e in labels.for_tile(TILE, min_pixels=1.0, points=True)}
+    assert "n6" in with_points
+    assert {e["id"] for e in labels.for_tile(TILE, min_pixels=10)} == {"w1", "w4", "w5"}
+
+
+def test_phrases_and_plurals() -> None:
+    assert phrase("building", "yes") == "building"
+    assert phrase("highway", "residential") == "residential road"
+    assert phrase("amenity", "parking") == "parking lot"
+    assert phrase("building", "no") is None and phrase("surface", "asphalt") is None
+    assert plural("body of water", 3) == "bodies of water"
+    assert plural("house", 2) == "houses" and plural("railway line", 2) == "railway lines"
+    assert plural("building", 1) == "building"
+
+
+def _sample(labels: ShardLabels) -> Sample:
+    s = Sample(TILE)
+    s.osm = labels.for_tile(TILE, 1.0)
+    s.landcover = {"Grassland": 0.7, "Built-up": 0.3}
+    return s
+
+
+def test_captions_are_deterministic_and_built_from_labels(labels: ShardLabels) -> None:
+    s = _sample(labels)
+    a = TemplateCaptioner(seed=0, per_sample=3).caption(s)
+    assert a == TemplateCaptioner(seed=0, per_sample=3).caption(s)
+    assert len(a) == 3 and all(c["captioner"] == "template_v1" for c in a)
+    text = " ".join(c["text"] for c in a)
+    assert "bench" not in text  # points are not visible
+    assert any("2 buildings" in c["text"] or "building in the" in c["text"] for c in a)
+    seeds = {tuple(c["text"] for c in TemplateCaptioner(seed=k, per_sample=2).caption(s)) for k in range(8)}
+    assert len(seeds) > 1  # the seed changes the template choice
+
+
+def test_qa_answers_are_computed_from_labels(labels: ShardLabels) -> None:
+    s = _sample(labels)
+    qa = {q["question"]: q for q in TemplateQA(seed=0, per_sample=20).questions(s)}
+    counts = [q for q in qa.values() if q["kind"] == "count"]
+    assert counts
+    for q in counts:
+        noun = q["question"].removeprefix("How many ").split(" are visible")[0]
+        n = sum(plural(element_phrase(e["tags"]) or "", 2) == noun for e in s.osm)
+        assert q["answer"] == str(n) and n >= 1
+    assert qa["What is the dominant land cover?"]["answer"] == "Grassland"
+    yes = [q for q in qa.values() if q["kind"] == "presence" and q["answer"] == "yes"]
+    no = [q for q in qa.values() if q["kind"] == "presence" and q["answer"] == "no"]
+    assert yes and no
+    assert "building" not in no[0]["question"] and "grass" not in no[0]["question"]
+    pos = [q for q in qa.values() if q["kind"] == "position"]
+    assert pos and pos[0]["answer"] in {"bottom-left", "left", "centre"}
+    assert all(q["verified"] for q in qa.values())
+
+
+def test_license_names_osm_only_when_osm_labels_are_used(labels: ShardLabels) -> None:
+    s = _sample(labels)
+    s.source_license = "public domain"
+    assert OSM_LICENSE not in s.license
+    s.osm[0]["source"] = "osm"
+    assert s.license == f"public domain; {OSM_LICENSE}"

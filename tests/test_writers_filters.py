@@ -1,0 +1,91 @@
+"""Shard writers (write, read back, completion marker, abort) and per-sample filters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from geoweave.builders.recipe import FiltersConfig
+from geoweave.builders.sample import Sample
+from geoweave.builders.shard import encode_jpeg
+from geoweave.builders.writers import ShardWriter, is_complete, remove_temporaries
+from geoweave.qa.filters import apply_filters, build_filters
+from geoweave.sources.grid import Tile
+
+
+def _sample(i: int, kept: bool = True) -> Sample:
+    s = Sample(Tile(f"img_10m_32610_{i}_0", "img", "EPSG:32610", 10.0, 8, i, 0, shard=3))
+    s.rgb = np.random.default_rng(i).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    s.jpeg = encode_jpeg(s.rgb, 90)
+    s.osm = [
+        {"id": f"w{i}", "source": "osm", "tags": {"building": "yes"}, "geom_type": "polygon"}
+        | {"coverage_px": 5.0, "coverage_frac": 0.1, "area_m2": 500.0, "length_m": 0.0}
+        | {"position": "centre", "clipped": False}
+    ]
+    s.captions = [{"text": f"cap {i}", "style": "template", "captioner": "x", "prompt_version": "1"}]
+    s.scores = {"nodata_fraction": 0.0}
+    if not kept:
+        s.reject("too_few_labels")
+    return s
+
+
+def test_shard_round_trip_and_completion_marker(tmp_path: Path) -> None:
+    w = ShardWriter(tmp_path, "ds", 3, ["webdataset", "parquet"])
+    for i in range(4):
+        w.write(_sample(i, kept=i != 2))
+    assert not is_complete(tmp_path, "ds", 3)
+    stats = w.finish({"seconds": 1.0})
+    assert is_complete(tmp_path, "ds", 3)
+    assert stats["tiles"] == 4 and stats["kept"] == 3 and stats["reject_reasons"] == {"too_few_labels": 1}
+    assert sorted(stats["files"]) == ["ds-000003.parquet", "ds-000003.samples.parquet", "ds-000003.tar"]
+    tar = list(wds.WebDataset(str(tmp_path / "ds-000003.tar"), shardshuffle=False))
+    assert [s["__key__"] for s in tar] == ["img_10m_32610_0_0", "img_10m_32610_1_0", "img_10m_32610_3_0"]
+    assert tar[0]["txt"] == b"cap 0" and json.loads(tar[0]["json"])["osm"][0]["id"] == "w0"
+    side = pq.read_table(tmp_path / "ds-000003.samples.parquet").to_pylist()
+    assert [r["status"] for r in side] == ["kept", "kept", "rejected", "kept"]
+    assert side[0]["osm"][0]["tags"] == [("building", "yes")]
+    par = pq.read_table(tmp_path / "ds-000003.parquet")
+    assert par.num_rows == 3 and par.column("jpg")[0].as_py()[:2] == b"\xff\xd8"
+    assert not list(tmp_path.glob("*.tmp-*"))
+    (tmp_path / "ds-000003.tar").write_bytes(b"truncated")  # a damaged file is not complete
+    assert not is_complete(tmp_path, "ds", 3)
+
+
+def test_abort_and_leftovers_leave_nothing(tmp_path: Path) -> None:
+    w = ShardWriter(tmp_path, "ds", 0, ["webdataset", "parquet"])
+    w.write(_sample(0))
+    assert list(tmp_path.glob("*.tmp-*"))
+    w.abort()
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "ds-000001.tar.tmp-deadbeef").write_bytes(b"x")
+    assert remove_temporaries(tmp_path) == 1 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("nodata", "std", "n_labels", "reason"),
+    [
+        (0.0, 40.0, 2, None),
+        (0.5, 40.0, 2, "too_much_nodata"),
+        (1.0, 40.0, 2, "no_imagery_data"),
+        (0.0, 0.0, 2, "blank_or_low_variance"),
+        (0.0, 40.0, 0, "too_few_labels"),
+    ],
+)
+def test_filters_reject_with_reason_and_record_scores(
+    nodata: float, std: float, n_labels: int, reason: str | None
+) -> None:
+    s = _sample(0)
+    rng = np.random.default_rng(0)
+    s.rgb = np.clip(128 + rng.normal(0, std, (8, 8, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
+    s.nodata_fraction = nodata
+    s.osm = s.osm * n_labels
+    apply_filters(s, build_filters(FiltersConfig(max_nodata_fraction=0.2, min_std=2.0, min_labels=1)))
+    assert s.reject_reason == reason
+    assert s.status == ("kept" if reason is None else "rejected")
+    assert set(s.scores) == {"nodata_fraction", "grey_std", "n_labels"}
+    assert s.scores["n_labels"] == n_labels
