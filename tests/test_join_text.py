@@ -62,7 +62,7 @@ def test_join_coverage_position_clipping_and_visibility(labels: ShardLabels) -> 
     assert els["w5"]["geom_type"] == "line" and els["w5"]["clipped"]
     assert els["w5"]["length_m"] == pytest.approx(320, rel=1e-3)
     assert els["w5"]["coverage_px"] == pytest.approx(32, rel=1e-3)
-    assert [e["id"] for e in labels.for_tile(TILE, 1.0)][0] == "w4"  # largest first
+    assert next(e["id"] for e in labels.for_tile(TILE, 1.0)) == "w4"  # largest first
     with_points = {e["id"] for e in labels.for_tile(TILE, min_pixels=1.0, points=True)}
     assert "n6" in with_points
     assert {e["id"] for e in labels.for_tile(TILE, min_pixels=10)} == {"w1", "w4", "w5"}
