@@ -87,7 +87,9 @@ def test_coarser_gsd_averages_and_auto_stretch_spans_uint16(tmp_path: Path) -> N
     src = GeoTiffSource("s2", write_uint16(tmp_path / "u.tif"), [3, 2, 1], "auto")
     lo, hi = src.stretch
     assert (lo > 200).all() and (hi < 3000).all() and (hi > lo).all()
-    tile = Tile("k", "s2", "EPSG:32610", 40.0, 4, int(ORIGIN[0] // 160) + 1, int(ORIGIN[1] // 160) - 1)
+    tile = Tile(
+        "k", "s2", "EPSG:32610", 40.0, 4, int(ORIGIN[0] // 160) + 1, int(ORIGIN[1] // 160) - 1
+    )
     px = src.read_tile(tile)
     assert px.valid.all()
     rgb = src.to_rgb8(px)

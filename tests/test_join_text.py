@@ -43,7 +43,11 @@ def labels() -> ShardLabels:
         ("w2", {"building": "yes"}, _box(150, 150, 20, 20)),  # centre, 4 px
         ("w3", {"building": "yes"}, _box(250, 10, 5, 5)),  # 0.25 px: not visible
         ("w4", {"landuse": "grass"}, _box(-100, -100, 200, 200)),  # clipped at the corner
-        ("w5", {"highway": "residential"}, shapely.LineString([(X0 - 10, Y0 + 100), (X0 + 330, Y0 + 100)])),
+        (
+            "w5",
+            {"highway": "residential"},
+            shapely.LineString([(X0 - 10, Y0 + 100), (X0 + 330, Y0 + 100)]),
+        ),
         ("n6", {"amenity": "bench"}, shapely.Point(X0 + 100, Y0 + 100)),
         ("w7", {"building": "yes"}, _box(1000, 1000, 50, 50)),  # outside
     ]
@@ -93,7 +97,10 @@ def test_captions_are_deterministic_and_built_from_labels(labels: ShardLabels) -
     text = " ".join(c["text"] for c in a)
     assert "bench" not in text  # points are not visible
     assert any("2 buildings" in c["text"] or "building in the" in c["text"] for c in a)
-    seeds = {tuple(c["text"] for c in TemplateCaptioner(seed=k, per_sample=2).caption(s)) for k in range(8)}
+    seeds = {
+        tuple(c["text"] for c in TemplateCaptioner(seed=k, per_sample=2).caption(s))
+        for k in range(8)
+    }
     assert len(seeds) > 1  # the seed changes the template choice
 
 

@@ -27,7 +27,9 @@ def _sample(i: int, kept: bool = True) -> Sample:
         | {"coverage_px": 5.0, "coverage_frac": 0.1, "area_m2": 500.0, "length_m": 0.0}
         | {"position": "centre", "clipped": False}
     ]
-    s.captions = [{"text": f"cap {i}", "style": "template", "captioner": "x", "prompt_version": "1"}]
+    s.captions = [
+        {"text": f"cap {i}", "style": "template", "captioner": "x", "prompt_version": "1"}
+    ]
     s.scores = {"nodata_fraction": 0.0}
     if not kept:
         s.reject("too_few_labels")
@@ -41,10 +43,22 @@ def test_shard_round_trip_and_completion_marker(tmp_path: Path) -> None:
     assert not is_complete(tmp_path, "ds", 3)
     stats = w.finish({"seconds": 1.0})
     assert is_complete(tmp_path, "ds", 3)
-    assert stats["tiles"] == 4 and stats["kept"] == 3 and stats["reject_reasons"] == {"too_few_labels": 1}
-    assert sorted(stats["files"]) == ["ds-000003.parquet", "ds-000003.samples.parquet", "ds-000003.tar"]
+    assert (
+        stats["tiles"] == 4
+        and stats["kept"] == 3
+        and stats["reject_reasons"] == {"too_few_labels": 1}
+    )
+    assert sorted(stats["files"]) == [
+        "ds-000003.parquet",
+        "ds-000003.samples.parquet",
+        "ds-000003.tar",
+    ]
     tar = list(wds.WebDataset(str(tmp_path / "ds-000003.tar"), shardshuffle=False))
-    assert [s["__key__"] for s in tar] == ["img_10m_32610_0_0", "img_10m_32610_1_0", "img_10m_32610_3_0"]
+    assert [s["__key__"] for s in tar] == [
+        "img_10m_32610_0_0",
+        "img_10m_32610_1_0",
+        "img_10m_32610_3_0",
+    ]
     assert tar[0]["txt"] == b"cap 0" and json.loads(tar[0]["json"])["osm"][0]["id"] == "w0"
     side = pq.read_table(tmp_path / "ds-000003.samples.parquet").to_pylist()
     assert [r["status"] for r in side] == ["kept", "kept", "rejected", "kept"]
@@ -84,7 +98,9 @@ def test_filters_reject_with_reason_and_record_scores(
     s.rgb = np.clip(128 + rng.normal(0, std, (8, 8, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
     s.nodata_fraction = nodata
     s.osm = s.osm * n_labels
-    apply_filters(s, build_filters(FiltersConfig(max_nodata_fraction=0.2, min_std=2.0, min_labels=1)))
+    apply_filters(
+        s, build_filters(FiltersConfig(max_nodata_fraction=0.2, min_std=2.0, min_labels=1))
+    )
     assert s.reject_reason == reason
     assert s.status == ("kept" if reason is None else "rejected")
     assert set(s.scores) == {"nodata_fraction", "grey_std", "n_labels"}
