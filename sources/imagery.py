@@ -105,7 +105,9 @@ class GeoTiffSource:
         shape = (n, max(1, self.ds.height // step), max(1, self.ds.width // step))
         arr = self.ds.read(self.bands, out_shape=shape, masked=True)
         if self.nodata_override is not None:
-            arr = np.ma.masked_array(arr.data, np.all(arr.data == self.nodata_override, axis=0) | arr.mask)
+            arr = np.ma.masked_array(
+                arr.data, np.all(arr.data == self.nodata_override, axis=0) | arr.mask
+            )
         lo, hi = np.zeros(n), np.full(n, 255.0)
         for i in range(n):
             vals = arr[i].compressed()
