@@ -33,8 +33,10 @@ VERSIONED = ("geoweave", "ray", "osmium", "rasterio", "duckdb", "pyarrow", "webd
 def cache_root(recipe: Recipe) -> Path:
     if recipe.execution.cache_dir:
         return recipe.execution.cache_dir
-    env = os.environ.get("GEOWEAVE_CACHE") or os.environ.get("XDG_CACHE_HOME")
-    return Path(env) / "geoweave" if env else Path.home() / ".cache" / "geoweave"
+    if os.environ.get("GEOWEAVE_CACHE"):
+        return Path(os.environ["GEOWEAVE_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "geoweave"
 
 
 def sha256(path: Path) -> str:

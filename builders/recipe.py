@@ -87,6 +87,7 @@ class VectorConfig(_Strict):
     path: Path
     name: str | None = None
     tag_columns: list[str] | None = None
+    license: str | None = Field(None, description="carried by samples that use these labels")
 
 
 class LabelsConfig(_Strict):
@@ -129,7 +130,9 @@ class ExecutionConfig(_Strict):
     num_cpus: int | None = Field(None, ge=1)
     retries: int = Field(2, ge=0)
     node_ip_address: str | None = Field(None, description="local Ray bind address")
-    cache_dir: Path | None = Field(None, description="label index cache; default OUT/.cache")
+    cache_dir: Path | None = Field(
+        None, description="label index cache; default $GEOWEAVE_CACHE or ~/.cache/geoweave"
+    )
 
 
 class Recipe(_Strict):

@@ -18,6 +18,7 @@ class Sample:
 
     tile: Tile
     source_license: str = ""
+    label_licenses: dict[str, str] = field(default_factory=dict)  # vector source -> licence
     acquired: str | None = None
     rgb: np.ndarray | None = None  # (H, W, 3) uint8
     bands_tif: bytes | None = None
@@ -41,9 +42,12 @@ class Sample:
 
     @property
     def license(self) -> str:
+        """The imagery licence plus the licence of each label source the sample uses."""
         parts = [self.source_license] if self.source_license else []
-        if any(e["source"] == "osm" for e in self.osm):
-            parts.append(OSM_LICENSE)
+        for source in dict.fromkeys(e["source"] for e in self.osm):
+            lic = OSM_LICENSE if source == "osm" else self.label_licenses.get(source)
+            if lic and lic not in parts:
+                parts.append(lic)
         return "; ".join(parts)
 
     def metadata(self) -> dict[str, Any]:

@@ -94,6 +94,7 @@ def encode_geotiff(data: Any, tile: Tile) -> bytes:
     count, h, w = data.shape
     with MemoryFile() as mem:
         profile = {"driver": "GTiff", "count": count, "height": h, "width": w, "dtype": data.dtype}
+        profile["nodata"] = 0  # read_tile zeroes nodata pixels
         with mem.open(**profile, crs=tile.crs, transform=tile.transform, compress="deflate") as ds:
             ds.write(data)
         return bytes(mem.read())
@@ -113,10 +114,13 @@ class ShardPipeline:
             QA_GENERATORS.get(r.qa.generator)(r.seed, r.qa.per_sample) if r.qa.enabled else None
         )
         self.filters = build_filters(r.filters)
+        self.label_licenses = {
+            v.name or v.path.stem: v.license for v in r.labels.vector if v.license
+        }
 
     def process(self, tile: Tile) -> Sample:
         cfg, src = self.imagery[tile.source]
-        sample = Sample(tile, source_license=cfg.license, acquired=cfg.acquired)
+        sample = Sample(tile, cfg.license, self.label_licenses, acquired=cfg.acquired)
         if tile.plan_reject:
             sample.reject(tile.plan_reject)
             return sample
@@ -134,6 +138,9 @@ class ShardPipeline:
         apply_filters(sample, self.filters)
         if sample.status == "kept":
             sample.captions = self.captioner.caption(sample)
+            if not sample.captions:  # nothing describable: no text, no sample
+                sample.reject("no_caption")
+                return sample
             sample.qa = self.qa.questions(sample) if self.qa else []
             sample.jpeg = encode_jpeg(sample.rgb, self.recipe.output.jpeg_quality)
         return sample

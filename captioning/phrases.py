@@ -69,10 +69,15 @@ def phrase(key: str, value: str) -> str | None:
     return words
 
 
+_ORDER = {k: i for i, k in enumerate(DEFAULT_TAG_KEYS)}
+
+
 def element_phrase(tags: dict[str, str]) -> str | None:
-    """The phrase of an element: from its most telling tag (``DEFAULT_TAG_KEYS`` order first)."""
-    order = {k: i for i, k in enumerate(DEFAULT_TAG_KEYS)}
-    for key in sorted(tags, key=lambda k: (order.get(k, len(order)), k)):
+    """The phrase of an element from its most telling tag, in ``DEFAULT_TAG_KEYS`` order.
+
+    Other keys (free-text attributes of vector files, names) never become nouns.
+    """
+    for key in sorted(tags.keys() & _ORDER.keys(), key=_ORDER.__getitem__):
         p = phrase(key, tags[key])
         if p:
             return p

@@ -22,6 +22,11 @@ TEMPLATES = (
     "Remote sensing image at {gsd} m per pixel with {things}{landcover}.",
     "Satellite image of {things}{landcover}.",
 )
+LANDCOVER_ONLY = (
+    "A {gsd} m resolution satellite image of an area that is {landcover}.",
+    "Overhead view of an area that is {landcover}.",
+    "Remote sensing image at {gsd} m per pixel of land that is {landcover}.",
+)
 POSITIONAL = "{one} in the {position} of the image{rest}."
 
 
@@ -49,10 +54,11 @@ def join_words(items: list[str]) -> str:
 
 
 def landcover_clause(sample: Sample) -> str:
+    """'mostly forest (62%)' when the top class covers half the valid pixels, else 'partly'."""
     if not sample.landcover:
         return ""
     name, frac = max(sample.landcover.items(), key=lambda kv: kv[1])
-    return f", mostly {name.lower()} ({frac:.0%})"
+    return f"{'mostly' if frac >= 0.5 else 'partly'} {name.lower()} ({frac:.0%})"
 
 
 @CAPTIONERS.add("template_v1")
@@ -70,10 +76,13 @@ class TemplateCaptioner:
         lc = landcover_clause(sample)
         if not groups and not lc:
             return []
-        things = join_words([count_phrase(p, n) for p, n in groups]) or "open ground"
-        texts = [
-            t.format(gsd=f"{sample.tile.gsd_m:g}", things=things, landcover=lc) for t in TEMPLATES
-        ]
+        gsd = f"{sample.tile.gsd_m:g}"
+        if groups:
+            things = join_words([count_phrase(p, n) for p, n in groups])
+            lc = f", {lc}" if lc else ""
+            texts = [t.format(gsd=gsd, things=things, landcover=lc) for t in TEMPLATES]
+        else:
+            texts = [t.format(gsd=gsd, landcover=lc) for t in LANDCOVER_ONLY]
         positional = self._positional(sample)
         if positional:
             texts.append(positional)

@@ -19,6 +19,7 @@ from rasterio.windows import Window, from_bounds
 
 from geoweave.builders.errors import FatalError
 from geoweave.sources.grid import BBox, Tile, transform_bbox
+from geoweave.sources.rasters import check_readable
 
 
 @dataclass(slots=True)
@@ -70,10 +71,7 @@ class GeoTiffSource:
                         f"{self.path}: the raster has no CRS; assign one "
                         "(e.g. `rio edit-info --crs EPSG:xxxx FILE`) and run again"
                     )
-                # A decimated read of every band touches every block (or the overviews of a
-                # COG): a truncated or corrupt file fails here, before any work starts.
-                step = max(1, max(ds.width, ds.height) // 512)
-                ds.read(out_shape=(ds.count, max(1, ds.height // step), max(1, ds.width // step)))
+                check_readable(ds, self.path, "imagery")
                 return {
                     "crs": ds.crs.to_string(),
                     "count": ds.count,
@@ -105,8 +103,9 @@ class GeoTiffSource:
         shape = (n, max(1, self.ds.height // step), max(1, self.ds.width // step))
         arr = self.ds.read(self.bands, out_shape=shape, masked=True)
         if self.nodata_override is not None:
+            fill = np.all(arr.data == self.nodata_override, axis=0)
             arr = np.ma.masked_array(
-                arr.data, np.all(arr.data == self.nodata_override, axis=0) | arr.mask
+                arr.data, np.broadcast_to(fill, arr.shape) | np.ma.getmaskarray(arr)
             )
         lo, hi = np.zeros(n), np.full(n, 255.0)
         for i in range(n):
@@ -140,7 +139,9 @@ class GeoTiffSource:
         method = Resampling.average if coarser else Resampling.bilinear
         reproject(src, out, src_nodata=nodata, dst_nodata=0, resampling=method, **common)
         reproject(mask, valid, src_nodata=None, resampling=Resampling.nearest, **common)
-        return TilePixels(out, valid > 0)
+        ok = valid > 0
+        out[:, ~ok] = 0  # one rule for every output: a nodata pixel is 0 in every band
+        return TilePixels(out, ok)
 
     def _window(self, tile: Tile) -> Window | None:
         b = transform_bbox(tile.bounds, tile.crs, self.crs)

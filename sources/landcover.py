@@ -26,6 +26,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from geoweave.builders.errors import FatalError
+from geoweave.sources.rasters import check_readable
 
 LEGEND_PACKAGE = "geoweave.sources.legends"
 _INVALID = -1  # class value of pixels that are nodata or outside the raster, after casting
@@ -115,6 +116,7 @@ class LandCoverSource:
                 self.height: int = ds.height
                 self.nodata: float | None = ds.nodata
                 self.bounds = tuple(ds.bounds)
+                check_readable(ds, self.path, "land-cover raster")
         except RasterioIOError as exc:
             raise FatalError(f"cannot read land-cover raster {self.path}: {exc}") from None
         if self.crs is None:

@@ -129,3 +129,14 @@ def test_license_names_osm_only_when_osm_labels_are_used(labels: ShardLabels) ->
     assert OSM_LICENSE not in s.license
     s.osm[0]["source"] = "osm"
     assert s.license == f"public domain; {OSM_LICENSE}"
+
+
+def test_captions_without_visible_features_use_land_cover_or_nothing() -> None:
+    bare = Sample(TILE)
+    assert TemplateCaptioner().caption(bare) == []  # the shard rejects it as no_caption
+    bare.osm = [{"id": "v:1", "source": "v", "tags": {"display_name": "Seurasaari"}}]
+    assert TemplateCaptioner().caption(bare) == []  # free-text attributes are not nouns
+    bare.landcover = {"Coniferous forest": 0.4, "Sea": 0.35, "Bare rock": 0.25}
+    texts = [c["text"] for c in TemplateCaptioner(per_sample=3).caption(bare)]
+    assert len(texts) == 3
+    assert all("partly coniferous forest (40%)" in t and "Seurasaari" not in t for t in texts)

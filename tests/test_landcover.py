@@ -217,3 +217,11 @@ def test_legend_from_csv_path(tmp_path: Path) -> None:
     path.write_text("value,label\n1,Water\n")
     with pytest.raises(FatalError, match="code,name"):
         load_legend(str(path))
+
+
+def test_truncated_raster_is_fatal_before_work(tmp_path: Path) -> None:
+    from tests.data.raster_fixture import write_corrupt
+
+    bad = write_corrupt(tmp_path / "lc_cut.tif")
+    with pytest.raises(FatalError, match=r"lc_cut\.tif: the pixel data cannot be read"):
+        LandCoverSource(bad, "esa_worldcover")
