@@ -103,9 +103,9 @@ def run_shards(
             except Exception as e:
                 msg = "".join(traceback.format_exception_only(type(e), e)).strip()
                 stats = _record_failure(ctx, shard, len(by_shard[shard]), msg)
-                tqdm.write(
-                    f"shard {shard_stem(ctx.recipe.name, shard)} failed: {msg.splitlines()[-1]}"
-                )
+                last = msg.splitlines()[-1]
+                name = shard_stem(ctx.recipe.name, shard)
+                tqdm.write(f"shard {name} failed: {last}", file=sys.stderr)
             results.append(stats)
             tiles_done += stats["tiles"]
             bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")

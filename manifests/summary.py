@@ -41,6 +41,10 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
     out.write(
         f"  shards          {complete}/{n_shards} complete, {summary['shards_run']} run now\n"
     )
+    if complete < n_shards:
+        out.write(
+            f"  FAILED shards   {n_shards - complete}: see the shards table; rerun to retry\n"
+        )
     out.write(f"  bytes           {nbytes:,}\n")
     out.write(f"  manifest        {summary['manifest']}\n")
     out.write(

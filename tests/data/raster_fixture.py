@@ -73,6 +73,40 @@ def write_corrupt(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def write_cog_with_bad_block(path: Path, seed: int = 0, size: int = 1024, block: int = 256) -> Path:
+    """A tiled, deflated GeoTIFF with overviews whose one full-resolution block is garbage.
+
+    The overviews are intact, so a decimated read (the up-front check) succeeds; only reads of
+    the full-resolution pixels under block (1, 1) fail, as a damaged download of a COG would.
+    """
+    rng = np.random.default_rng(seed)
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32610",
+        "transform": from_origin(*ORIGIN, 10.0, 10.0),
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": "deflate",
+        "nodata": 0,
+    }
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(rng.integers(30, 220, size=(3, size, size), dtype=np.uint8))
+    with rasterio.open(path, "r+") as ds:
+        ds.build_overviews([2, 4, 8])
+    with rasterio.open(path) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+        length = int(ds.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    blob = bytearray(path.read_bytes())
+    blob[offset : offset + length] = rng.integers(0, 255, length, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(blob))
+    return path
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     out.mkdir(parents=True, exist_ok=True)
