@@ -21,7 +21,7 @@ example: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy geoweave builders sources captioning qa manifests
+	$(BIN)/mypy geoweave builders sources captioning qa manifests benchmarks
 
 test: lint
 	$(BIN)/pytest -q

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geoweave.builders.errors import FatalError
-from geoweave.builders.executor import run_shards
+from geoweave.builders.executor import init_ray, ray_shutdown, run_shards
 from geoweave.builders.plan import Plan, plan_tiles
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
@@ -90,13 +90,33 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     ctx, plan, inputs = prepare(recipe, out_dir)
     table = plan_table(plan)
     _check_plan(out_dir, table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out_dir / PLAN)
-    remove_temporaries(out_dir)
-    todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, recipe.name, s)]
-    results = run_shards(ctx, plan, todo, progress=progress) if todo else []
-    remove_temporaries(out_dir)
-    run = {
+    started_ray = init_ray(recipe.execution)  # a bad cluster address fails before any output
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out_dir / PLAN)
+        remove_temporaries(out_dir)
+        todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, recipe.name, s)]
+        results = run_shards(ctx, plan, todo, progress=progress) if todo else []
+        remove_temporaries(out_dir)
+    finally:
+        if started_ray:
+            ray_shutdown()
+    run = _run_record(recipe, plan, inputs, t0, len(todo), results)
+    record_run(out_dir, run)
+    manifest = write_manifest(out_dir, recipe.name)
+    return {"out_dir": str(out_dir), "manifest": str(manifest), "seconds": time.time() - t0, **run}
+
+
+def _run_record(
+    recipe: Recipe,
+    plan: Plan,
+    inputs: dict[str, Any],
+    t0: float,
+    shards_run: int,
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The provenance of one run, as stored in the manifest's ``runs`` table."""
+    return {
         "run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(t0))}-{uuid.uuid4().hex[:6]}",
         "name": recipe.name,
         "started": t0,
@@ -105,12 +125,9 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
         "versions": _versions(),
         "inputs": inputs,
         "shards_planned": plan.num_shards,
-        "shards_run": len(todo),
+        "shards_run": shards_run,
         "shards_failed": sum(r["status"] != "complete" for r in results),
     }
-    record_run(out_dir, run)
-    manifest = write_manifest(out_dir, recipe.name)
-    return {"out_dir": str(out_dir), "manifest": str(manifest), "seconds": time.time() - t0, **run}
 
 
 def _versions() -> dict[str, str]:

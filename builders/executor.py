@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -39,13 +40,22 @@ def init_ray(cfg: ExecutionConfig) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"log_to_driver": True}
     if cfg.ray_address:
+        # The driver joins as a client of the cluster; bind it like the cluster when asked to.
+        ip = cfg.node_ip_address or os.environ.get("GEOWEAVE_RAY_NODE_IP")
+        if ip:
+            kwargs["_node_ip_address"] = ip
+        _check_reachable(cfg.ray_address)
         try:
             ray.init(address=cfg.ray_address, **kwargs)
         except Exception as e:
-            raise FatalError(f"cannot connect to the Ray cluster at {cfg.ray_address}: {e}") from e
+            raise FatalError(
+                f"cannot connect to the Ray cluster at {cfg.ray_address} ({e}); check "
+                "--ray-address / execution.ray_address and that the cluster is up (`ray status`)"
+            ) from e
         return True
+    kwargs["include_dashboard"] = False
     kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count() or 1
     ip = cfg.node_ip_address or default_node_ip()
     if ip:
@@ -54,6 +64,33 @@ def init_ray(cfg: ExecutionConfig) -> bool:
         kwargs["_temp_dir"] = os.environ["RAY_TMPDIR"]
     ray.init(**kwargs)
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a wrong ``host:port``: ray.init retries an unreachable GCS for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise FatalError(
+            f"cannot connect to the Ray cluster at {address} ({e}); check --ray-address / "
+            "execution.ray_address and that the cluster is up (`ray status`)"
+        ) from e
+
+
+def _run_shard_on_node(ctx: BuildContext, shard: int, tiles: list[Any]) -> dict[str, Any]:
+    """The Ray task: ``run_shard``, labelled with the node it ran on."""
+    import ray
+
+    return run_shard(ctx, shard, tiles, node=ray.util.get_node_ip_address())
+
+
+def ray_shutdown() -> None:
+    import ray
+
+    ray.shutdown()
 
 
 def _record_failure(ctx: BuildContext, shard: int, n_tiles: int, error: str) -> dict[str, Any]:
@@ -83,9 +120,9 @@ def run_shards(
     import ray
 
     cfg = ctx.recipe.execution
-    started = init_ray(cfg)
+    started = init_ray(cfg)  # a no-op when the caller connected already
     try:
-        task = ray.remote(run_shard).options(
+        task = ray.remote(_run_shard_on_node).options(
             num_cpus=1, max_retries=cfg.retries, retry_exceptions=True
         )
         ctx_ref = ray.put(ctx)

@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
 import shapely
 
-from geoweave.sources.grid import Tile, transform_bbox
-from geoweave.sources.labels import LabelSource, empty_labels
+from geoweave.sources.grid import Tile, transform_bbox, transform_geom
+from geoweave.sources.labels import LABEL_CRS, LabelSource
 
 POSITIONS = (
     ("top-left", "top", "top-right"),
@@ -28,24 +26,25 @@ POSITIONS = (
 class ShardLabels:
     """The label features of all sources near one shard's tiles, in the grid CRS."""
 
-    def __init__(self, sources: Sequence[LabelSource], tiles: Sequence[Tile]) -> None:
+    def __init__(self, label_sources: Sequence[LabelSource], tiles: Sequence[Tile]) -> None:
         crs = tiles[0].crs
         minx = min(t.bounds[0] for t in tiles)
         miny = min(t.bounds[1] for t in tiles)
         maxx = max(t.bounds[2] for t in tiles)
         maxy = max(t.bounds[3] for t in tiles)
-        bbox = transform_bbox((minx, miny, maxx, maxy), crs, "EPSG:4326")
-        frames = []
-        for src in sources:
+        bbox = transform_bbox((minx, miny, maxx, maxy), crs, LABEL_CRS)
+        ids, tags, names, geoms = [], [], [], []
+        for src in label_sources:
             f = src.query(bbox)
             if len(f):
-                frames.append(f.assign(source=src.name))
-        gdf = pd.concat(frames, ignore_index=True) if frames else empty_labels().assign(source=[])
-        gdf = gpd.GeoDataFrame(gdf, geometry="geometry", crs="EPSG:4326").to_crs(crs)
-        self.ids = gdf["id"].to_numpy()
-        self.tags = gdf["tags"].to_list()
-        self.sources = gdf["source"].to_numpy()
-        self.geoms = gdf.geometry.to_numpy()
+                ids.append(f["id"].to_numpy(dtype=object))
+                tags.append(_objects(f["tags"].to_list()))
+                names.append(np.full(len(f), src.name, dtype=object))
+                geoms.append(transform_geom(f.geometry.to_numpy(), LABEL_CRS, crs))
+        self.ids = _concat(ids)
+        self.tags = _concat(tags)
+        self.sources = _concat(names)
+        self.geoms = _concat(geoms)
         self.tree = shapely.STRtree(self.geoms)
 
     def __len__(self) -> int:
@@ -95,6 +94,18 @@ class ShardLabels:
 
 
 _TYPE_NAMES = {0: "point", 1: "line", 2: "polygon"}
+
+
+def _objects(items: list[Any]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    if not parts:
+        return np.empty(0, dtype=object)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _centres(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

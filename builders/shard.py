@@ -146,8 +146,14 @@ class ShardPipeline:
         return sample
 
 
-def run_shard(ctx: BuildContext, shard: int, tiles: list[Tile], attempt: int = 1) -> dict[str, Any]:
-    """Build one shard and return its stats (also written as ``{shard}.stats.json``)."""
+def run_shard(
+    ctx: BuildContext, shard: int, tiles: list[Tile], node: str | None = None
+) -> dict[str, Any]:
+    """Build one shard and return its stats (also written as ``{shard}.stats.json``).
+
+    ``node`` names the machine for the shards table (the executor passes the Ray node's IP);
+    it defaults to the host name.
+    """
     start = time.time()
     pipeline = ShardPipeline(ctx, tiles)
     writer = ShardWriter(ctx.out_dir, ctx.recipe.name, shard, list(ctx.recipe.output.formats))
@@ -157,8 +163,7 @@ def run_shard(ctx: BuildContext, shard: int, tiles: list[Tile], attempt: int = 1
         extra = {
             "seconds": round(time.time() - start, 3),
             "started": start,
-            "attempt": attempt,
-            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "worker": f"{node or socket.gethostname()}:{os.getpid()}",
             "labels_loaded": len(pipeline.labels),
         }
         return writer.finish(extra)

@@ -22,7 +22,7 @@ RUNS_DIR = "_runs"
 SHARDS_SCHEMA = pa.schema(
     [("shard", pa.int32()), ("status", pa.string()), ("tiles", pa.int64()), ("kept", pa.int64())]
     + [("rejected", pa.int64()), ("bytes", pa.int64()), ("seconds", pa.float64())]
-    + [("attempt", pa.int32()), ("worker", pa.string()), ("files", pa.string())]
+    + [("worker", pa.string()), ("files", pa.string())]
     + [("reject_reasons", pa.string()), ("error", pa.string())]
 )
 REJECTS_VIEW = """
@@ -58,7 +58,6 @@ def _shards_table(out_dir: Path, name: str) -> pa.Table:
                 "rejected": s["rejected"],
                 "bytes": s["bytes"],
                 "seconds": s.get("seconds"),
-                "attempt": s.get("attempt"),
                 "worker": s.get("worker"),
                 "files": json.dumps(s["files"]),
                 "reject_reasons": json.dumps(s["reject_reasons"]),
@@ -68,14 +67,25 @@ def _shards_table(out_dir: Path, name: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA)
 
 
+RUNS_SCHEMA = pa.schema(
+    [("run_id", pa.string()), ("name", pa.string()), ("started", pa.float64())]
+    + [("finished", pa.float64()), ("recipe", pa.string()), ("versions", pa.string())]
+    + [("inputs", pa.string()), ("shards_planned", pa.int64()), ("shards_run", pa.int64())]
+    + [("shards_failed", pa.int64())]
+)
+
+
 def _runs_table(out_dir: Path) -> pa.Table:
+    """One row per run; nested fields (recipe, versions, inputs) as JSON text."""
     rows = []
     for p in sorted((out_dir / RUNS_DIR).glob("*.json")):
         r = json.loads(p.read_text())
-        rows.append(
-            {k: r[k] if isinstance(r[k], str | int | float) else json.dumps(r[k]) for k in r}
-        )
-    return pa.Table.from_pylist(rows)
+        rows.append({f.name: _scalar(r.get(f.name)) for f in RUNS_SCHEMA})
+    return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
+
+
+def _scalar(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value
 
 
 def write_manifest(out_dir: Path, name: str) -> Path:

@@ -179,6 +179,10 @@ def _publish(tmp: Path, root: Path, checksum: str) -> None:
             raise
 
 
+# A decoded partition: ids, tag dicts, geometries (object arrays) and an (n, 4) bounds array.
+Cell = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 class OsmIndex:
     """A built OSM label index; a ``geoweave.sources.labels.LabelSource``.
 
@@ -219,22 +223,23 @@ class OsmIndex:
         west, south, east, north = (float(v) for v in bbox)
         if not (west <= east and south <= north):
             raise ValueError(f"bbox must be (west, south, east, north), got {bbox}")
-        tables = [self._load(cell) for cell in self._cells_for(west, south, east, north)]
-        if not tables:
+        cells = [self._load(cell) for cell in self._cells_for(west, south, east, north)]
+        if not cells:
             return empty_labels()
-        table = pa.concat_tables(tables)
-        col = {name: table[name].to_numpy() for name in ("minx", "miny", "maxx", "maxy")}
-        overlap = (col["minx"] <= east) & (col["maxx"] >= west)
-        overlap &= (col["miny"] <= north) & (col["maxy"] >= south)
-        table = table.filter(pa.array(overlap))
-        ids, first = np.unique(table["id"].to_numpy(zero_copy_only=False), return_index=True)
-        geoms = shapely.from_wkb(table["geometry"].take(first).to_numpy(zero_copy_only=False))
-        hit = shapely.intersects(geoms, shapely.box(west, south, east, north))
-        if not hit.any():
+        ids, tags, geoms, bounds = (
+            np.concatenate([c[i] for c in cells]) if len(cells) > 1 else cells[0][i]
+            for i in range(4)
+        )
+        minx, miny, maxx, maxy = bounds.T
+        overlap = (minx <= east) & (maxx >= west) & (miny <= north) & (maxy >= south)
+        idx = np.flatnonzero(overlap)
+        _, first = np.unique(ids[idx], return_index=True)
+        idx = idx[first]
+        idx = idx[shapely.intersects(geoms[idx], shapely.box(west, south, east, north))]
+        if idx.size == 0:
             return empty_labels()
-        tags = [json.loads(s) for s in table["tags"].take(first[hit]).to_pylist()]
-        frame = {"id": ids[hit].tolist(), "tags": tags}
-        return gpd.GeoDataFrame(frame, geometry=geoms[hit], crs=LABEL_CRS)
+        frame = {"id": ids[idx].tolist(), "tags": tags[idx].tolist()}
+        return gpd.GeoDataFrame(frame, geometry=geoms[idx], crs=LABEL_CRS)
 
     def _cells_for(self, west: float, south: float, east: float, north: float) -> list[str]:
         """Names of the existing partitions a box touches, the shared big partition included."""
@@ -248,9 +253,16 @@ class OsmIndex:
             names.append(BIG_CELL)
         return sorted(names)
 
-    def _read_cell(self, name: str) -> pa.Table:
+    def _read_cell(self, name: str) -> Cell:
+        """One partition, decoded once (ids, tag dicts, shapely geometries, bounds) and cached."""
         files = sorted((self.root / CELLS_DIR / f"cell={name}").glob("*.parquet"))
-        return pa.concat_tables([pq.ParquetFile(f).read() for f in files])
+        table = pa.concat_tables([pq.ParquetFile(f).read() for f in files])
+        ids = table["id"].to_numpy(zero_copy_only=False).astype(object)
+        tags = np.empty(table.num_rows, dtype=object)
+        tags[:] = [json.loads(t) for t in table["tags"].to_pylist()]
+        geoms = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
+        bounds = np.column_stack([table[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy")])
+        return ids, tags, geoms, bounds
 
 
 def _in_range(name: str, ix0: int, iy0: int, ix1: int, iy1: int) -> bool:
