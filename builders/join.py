@@ -61,7 +61,10 @@ class ShardLabels:
         if idx.size == 0:
             return []
         geoms = self.geoms[idx]
-        clipped = shapely.intersection(geoms, box)
+        shapely.prepare(box)
+        cut = ~shapely.contains_properly(box, geoms)
+        clipped = geoms.copy()  # only elements crossing the edge need the (costly) clip
+        clipped[cut] = shapely.intersection(geoms[cut], box)
         dims = shapely.get_dimensions(geoms)
         px_area = tile.gsd_m**2
         area = shapely.area(clipped)
@@ -69,7 +72,6 @@ class ShardLabels:
         coverage = np.where(
             dims == 2, area / px_area, np.where(dims == 1, length / tile.gsd_m, 1.0)
         )
-        cut = ~shapely.contains_properly(box, geoms)
         cx, cy = _centres(clipped)
         elements = []
         for j in np.argsort(-coverage, kind="stable"):

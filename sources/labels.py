@@ -12,6 +12,7 @@ GeoDataFrame in EPSG:4326 with exactly the columns in ``LABEL_COLUMNS``:
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import geopandas as gpd
@@ -56,6 +57,15 @@ class LabelSource(Protocol):
         ...
 
 
-def empty_labels() -> gpd.GeoDataFrame:
-    """An empty frame with the label columns, for sources that have nothing in a box."""
+@functools.cache
+def _empty() -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame({"id": [], "tags": []}, geometry=[], crs=LABEL_CRS)
+
+
+def empty_labels() -> gpd.GeoDataFrame:
+    """An empty frame with the label columns, for sources that have nothing in a box.
+
+    A copy of one cached frame: building a GeoDataFrame costs ~0.5 ms, and most shards of a
+    sparse area ask for empty boxes.
+    """
+    return _empty().copy()
