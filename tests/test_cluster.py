@@ -15,7 +15,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 
 from tests.conftest import REPO, run_cli
 
@@ -77,15 +76,10 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_build_on_an_existing_two_node_cluster(cluster: str, tmp_path: Path) -> None:
-    data = yaml.safe_load((REPO / "examples/sf-bay.yaml").read_text())
-    base = REPO / "examples"
-    data["imagery"][0]["path"] = str((base / data["imagery"][0]["path"]).resolve())
-    data["labels"]["osm"] = [str((base / p).resolve()) for p in data["labels"]["osm"]]
-    data["tiles"]["gsd_m"] = [60]
-    data["output"]["samples_per_shard"] = 16
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(data))
-    res = run_cli("run", str(recipe), "-o", str(tmp_path / "out"), "--ray-address", cluster)
+    res = run_cli(
+        "run", str(REPO / "examples/sf-bay.yaml"), "-o", str(tmp_path / "out"),
+        "--set", "tiles.gsd_m=[60]", "--samples-per-shard", "16", "--ray-address", cluster,
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     con = duckdb.connect(str(tmp_path / "out" / "manifest.duckdb"), read_only=True)
     workers = {w.split(":")[0] for (w,) in con.execute("SELECT worker FROM shards").fetchall()}

@@ -12,24 +12,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
 
 
-def _recipe(tmp_path: Path) -> Path:
-    data = yaml.safe_load((REPO / "examples/sf-bay.yaml").read_text())
-    base = REPO / "examples"
-    data["imagery"][0]["path"] = str((base / data["imagery"][0]["path"]).resolve())
-    data["labels"]["osm"] = [str((base / p).resolve()) for p in data["labels"]["osm"]]
-    data["tiles"]["gsd_m"] = [60]
-    data["output"]["samples_per_shard"] = 8
-    data["execution"] = {"num_cpus": 1, "retries": 0}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+# The example recipe at one GSD in small shards: many shards, so the kill lands mid-build.
+RECIPE = str(REPO / "examples/sf-bay.yaml")
+SMALL = ["--set", "tiles.gsd_m=[60]", "--samples-per-shard", "8", "--set", "execution.num_cpus=1"]
 
 
 def _descendants(pid: int) -> list[int]:
@@ -49,17 +40,9 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _kill_when_shards_complete(recipe: Path, out: Path, n: int) -> int:
-    cmd = [
-        sys.executable,
-        "-m",
-        "geoweave.builders.cli",
-        "run",
-        str(recipe),
-        "-o",
-        str(out),
-        "--no-progress",
-    ]
+def _kill_when_shards_complete(out: Path, n: int) -> int:
+    cli = [sys.executable, "-m", "geoweave.builders.cli"]
+    cmd = [*cli, "run", RECIPE, "-o", str(out), "--no-progress", *SMALL]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while (
@@ -81,18 +64,17 @@ def _keys(out: Path) -> list[tuple[str, str]]:
 
 
 def test_rerun_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path)
     whole = tmp_path / "whole"
-    assert run_cli("run", str(recipe), "-o", str(whole), "--no-progress").returncode == 0
+    assert run_cli("run", RECIPE, "-o", str(whole), "--no-progress", *SMALL).returncode == 0
     total = len(list(whole.glob("*.stats.json")))
     assert total >= 6
 
     killed = tmp_path / "killed"
-    done_before = _kill_when_shards_complete(recipe, killed, 3)
+    done_before = _kill_when_shards_complete(killed, 3)
     assert 3 <= done_before < total, "the driver must die mid-build"
     assert not (killed / "manifest.duckdb").exists()
 
-    rerun = run_cli("run", str(recipe), "-o", str(killed), "--no-progress")
+    rerun = run_cli("run", RECIPE, "-o", str(killed), "--no-progress", *SMALL)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{total - done_before} run now" in rerun.stdout
     assert _keys(killed) == _keys(whole)
