@@ -7,6 +7,7 @@ output folder is touched, so a bad run leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import time
@@ -27,6 +28,7 @@ from geoweave.builders.shard import BuildContext, open_imagery, open_label_sourc
 from geoweave.builders.writers import is_complete, remove_temporaries
 from geoweave.manifests.manifest import PLAN, record_run, write_manifest
 
+log = logging.getLogger("geoweave")
 VERSIONED = ("geoweave", "ray", "osmium", "rasterio", "duckdb", "pyarrow", "webdataset", "shapely")
 
 
@@ -52,10 +54,18 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
     from geoweave.sources.osm import build_osm_index
 
     sources = [open_imagery(c) for c in recipe.imagery]
+    for src in sources:
+        log.info(
+            "imagery %s: %s, %s, %g m, %d bands", src.name, src.path, src.crs, src.res, src.count
+        )
     inputs: dict[str, Any] = {str(c.path): sha256(c.path) for c in recipe.imagery}
     index_dirs = []
     for p in recipe.labels.osm:
+        t0 = time.time()
+        log.info("OSM index for %s (%.1f MB) ...", p, p.stat().st_size / 1e6 if p.exists() else 0)
         idx = build_osm_index(p, cache_root(recipe) / "osm", recipe.labels.tag_keys)
+        rows = idx.meta.get("counts", {}).get("rows", "?")
+        log.info("OSM index ready in %.1f s: %s features in %s", time.time() - t0, rows, idx.root)
         index_dirs.append(str(idx.root))
         inputs[str(p)] = idx.checksum
     ctx = BuildContext(recipe, out_dir, tuple(index_dirs))
@@ -63,7 +73,15 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
     if recipe.labels.landcover:
         open_landcover(recipe.labels.landcover)
         inputs[str(recipe.labels.landcover.path)] = sha256(recipe.labels.landcover.path)
-    return ctx, plan_tiles(recipe, sources), inputs
+    plan = plan_tiles(recipe, sources)
+    outside = sum(t.plan_reject is not None for t in plan.tiles)
+    log.info(
+        "plan: %d tiles (%d outside the imagery) in %d shards",
+        len(plan.tiles),
+        outside,
+        plan.num_shards,
+    )
+    return ctx, plan, inputs
 
 
 def plan_table(plan: Plan) -> pa.Table:
@@ -96,6 +114,12 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
         pq.write_table(table, out_dir / PLAN)
         remove_temporaries(out_dir)
         todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, recipe.name, s)]
+        if len(todo) < plan.num_shards:
+            log.info(
+                "resume: %d shards complete already, %d to run",
+                plan.num_shards - len(todo),
+                len(todo),
+            )
         results = run_shards(ctx, plan, todo, progress=progress) if todo else []
         remove_temporaries(out_dir)
     finally:
@@ -127,6 +151,7 @@ def _run_record(
         "shards_planned": plan.num_shards,
         "shards_run": shards_run,
         "shards_failed": sum(r["status"] != "complete" for r in results),
+        "tiles_planned": len(plan.tiles),
     }
 
 

@@ -1,0 +1,53 @@
+"""The command line as a user meets it: help, plan, and a rerun with a changed recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO, run_cli
+from tests.data.raster_fixture import write_rgb
+
+
+def test_help_lists_the_commands() -> None:
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for word in ("run", "plan", "query", "examples:"):
+        assert word in res.stdout
+    run_help = run_cli("run", "--help")
+    assert "--ray-address" in run_help.stdout and "--set FIELD=VALUE" in run_help.stdout
+
+
+def test_plan_counts_tiles_without_building(tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    res = run_cli("plan", str(REPO / "examples/sf-bay.yaml"), "--output", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "820 tiles in 13 shards of 64" in res.stdout
+    assert not out.exists()
+
+
+def test_rerun_with_another_plan_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    image = write_rgb(tmp_path / "scene.tif")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "imagery": [{"name": "img", "path": str(image), "scale": "none"}],
+                "tiles": {"size_px": 32, "gsd_m": [10]},
+                "filters": {"min_labels": 0},
+                "execution": {"num_cpus": 1},
+            }
+        )
+    )
+    out = tmp_path / "out"
+    first = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = sorted(p.name for p in out.iterdir())
+    again = run_cli("run", str(recipe), "-o", str(out), "--set", "tiles.size_px=16")
+    assert again.returncode == 2
+    assert "different tile plan" in again.stderr and "another --output" in again.stderr
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing touched
+    same = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
+    assert same.returncode == 0 and "0 run now" in same.stdout  # complete shards are skipped
