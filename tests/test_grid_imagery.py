@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import shapely
 
 from geoweave.builders.errors import FatalError
 from geoweave.builders.plan import NO_COVERAGE, plan_tiles
@@ -103,3 +105,19 @@ def test_bad_rasters_fail_with_the_file_named(tmp_path: Path) -> None:
         GeoTiffSource("x", write_corrupt(tmp_path / "corrupt.tif"), [1, 2, 3])
     with pytest.raises(FatalError, match="has 3 bands"):
         GeoTiffSource("x", write_rgb(tmp_path / "a.tif"), [1, 2, 4])
+
+
+def test_area_from_geojson_keeps_only_cells_touching_it() -> None:
+    from tests.conftest import HELSINKI
+
+    scene = HELSINKI / "S2B_RGBNIR_20210926_Seurasaari.tif"
+    island = HELSINKI / "seurasaari_island_osm_way36911729.geojson"
+    src = GeoTiffSource("s2", scene, [3, 2, 1], "auto", nodata=0)
+    base = {"name": "h", "imagery": [{"name": "s2", "path": str(scene)}], "tiles": {"size_px": 8}}
+    whole = plan_tiles(Recipe.model_validate(base), [src])
+    shaped = plan_tiles(Recipe.model_validate({**base, "area": {"geojson": str(island)}}), [src])
+    assert 0 < len(shaped.tiles) < len(whole.tiles)
+    assert {t.key for t in shaped.tiles} <= {t.key for t in whole.tiles}
+    outline = gpd.read_file(island).to_crs(shaped.tiles[0].crs).geometry.iloc[0]
+    assert all(outline.intersects(shapely.box(*t.bounds)) for t in shaped.tiles)
+    assert shaped.tiles[0].crs == "EPSG:32635"
