@@ -103,7 +103,7 @@ def in_process(recipe: Recipe) -> dict[str, Any]:
     t0 = time.perf_counter()
     ctx, plan, _ = prepare(recipe, out)
     out.mkdir(parents=True)
-    pq.write_table(plan_table(plan), out / PLAN)
+    pq.write_table(plan_table(plan, recipe), out / PLAN)
     kept = sum(run_shard(ctx, s, tiles)["kept"] for s, tiles in shard_groups(plan).items())
     # write_manifest needs at least one run record (it fails on an empty runs table).
     record_run(out, {"run_id": "bench-in-process", "name": recipe.name, "started": t0})

@@ -7,6 +7,7 @@ output folder is touched, so a bad run leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -84,20 +85,57 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
     return ctx, plan, inputs
 
 
-def plan_table(plan: Plan) -> pa.Table:
-    return pa.Table.from_pylist([asdict(t) for t in plan.tiles])
+# Sections that change what a shard holds. Output folder and execution settings may change
+# between a run and its resume; anything else would mix two different datasets.
+CONTENT_SECTIONS = (
+    "name",
+    "seed",
+    "area",
+    "imagery",
+    "tiles",
+    "labels",
+    "captions",
+    "qa",
+    "filters",
+)
+
+
+def content_fingerprint(recipe: Recipe) -> dict[str, str]:
+    """A hash per content section of the recipe, stored with the plan."""
+    data = recipe.model_dump(mode="json")
+    data["output_formats"] = data["output"]["formats"]
+    data["output_jpeg_quality"] = data["output"]["jpeg_quality"]
+    keys = (*CONTENT_SECTIONS, "output_formats", "output_jpeg_quality")
+    return {
+        k: hashlib.sha256(json.dumps(data[k], sort_keys=True).encode()).hexdigest() for k in keys
+    }
+
+
+def plan_table(plan: Plan, recipe: Recipe) -> pa.Table:
+    table = pa.Table.from_pylist([asdict(t) for t in plan.tiles])
+    meta = {b"geoweave_recipe": json.dumps(content_fingerprint(recipe)).encode()}
+    return table.replace_schema_metadata(meta)
 
 
 def _check_plan(out_dir: Path, table: pa.Table) -> None:
-    """A rerun must plan the same tiles into the same shards, or resume would mix two builds."""
+    """A rerun must plan the same tiles into the same shards from the same recipe content, or
+    resume would mix two builds in one folder."""
     path = out_dir / PLAN
     if not path.exists():
         return
     old = pq.read_table(path, columns=["key", "shard"])
+    hint = "use another --output folder, or delete this one to rebuild"
     if old.to_pylist() != table.select(["key", "shard"]).to_pylist():
         raise FatalError(
-            f"{out_dir} holds a build with a different tile plan (recipe changed?); "
-            "use another --output folder or delete this one"
+            f"{out_dir} holds a build with a different tile plan (recipe changed?); {hint}"
+        )
+    before = json.loads((old.schema.metadata or {}).get(b"geoweave_recipe", b"{}"))
+    now = json.loads(table.schema.metadata[b"geoweave_recipe"])
+    changed = sorted(k for k in now if before.get(k) != now[k])
+    if changed:
+        raise FatalError(
+            f"{out_dir} was built from a recipe that differs in {', '.join(changed)}; "
+            f"its complete shards would not match the new ones: {hint}"
         )
 
 
@@ -106,7 +144,7 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     t0 = time.time()
     out_dir = recipe.output.dir.resolve()
     ctx, plan, inputs = prepare(recipe, out_dir)
-    table = plan_table(plan)
+    table = plan_table(plan, recipe)
     _check_plan(out_dir, table)
     started_ray = init_ray(recipe.execution)  # a bad cluster address fails before any output
     try:

@@ -49,5 +49,9 @@ def test_rerun_with_another_plan_into_the_same_folder_is_refused(tmp_path: Path)
     assert again.returncode == 2
     assert "different tile plan" in again.stderr and "another --output" in again.stderr
     assert sorted(p.name for p in out.iterdir()) == before  # nothing touched
+    stricter = run_cli("run", str(recipe), "-o", str(out), "--set", "filters.min_std=50")
+    assert stricter.returncode == 2 and "differs in filters" in stricter.stderr
+    moved = run_cli("run", str(recipe), "-o", str(out), "--num-cpus", "2", "--no-progress")
+    assert moved.returncode == 0  # execution settings may change between a run and its resume
     same = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
     assert same.returncode == 0 and "0 run now" in same.stdout  # complete shards are skipped
