@@ -27,7 +27,7 @@ from geoweave.builders.join import ShardLabels
 from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import encode_jpeg, open_imagery, open_label_sources, run_shard
-from geoweave.manifests.manifest import PLAN, record_run, write_manifest
+from geoweave.manifests.manifest import PLAN, write_manifest
 from geoweave.sources.grid import Tile
 from geoweave.sources.osm import OsmIndex, build_osm_index
 
@@ -105,8 +105,6 @@ def in_process(recipe: Recipe) -> dict[str, Any]:
     out.mkdir(parents=True)
     pq.write_table(plan_table(plan, recipe), out / PLAN)
     kept = sum(run_shard(ctx, s, tiles)["kept"] for s, tiles in shard_groups(plan).items())
-    # write_manifest needs at least one run record (it fails on an empty runs table).
-    record_run(out, {"run_id": "bench-in-process", "name": recipe.name, "started": t0})
     write_manifest(out, recipe.name)
     seconds = time.perf_counter() - t0
     n = len(plan.tiles)
