@@ -28,6 +28,7 @@ from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
 from geoweave.builders.writers import is_complete, remove_temporaries
 from geoweave.manifests.manifest import PLAN, record_run, write_manifest
+from geoweave.sources.checksums import file_sha256
 
 log = logging.getLogger("geoweave")
 VERSIONED = ("geoweave", "ray", "osmium", "rasterio", "duckdb", "pyarrow", "webdataset", "shapely")
@@ -42,14 +43,6 @@ def cache_root(recipe: Recipe) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "geoweave"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str, Any]]:
     """Open and check every input, build the label indexes, plan the tiles. Writes no output."""
     from geoweave.sources.osm import build_osm_index
@@ -59,7 +52,7 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
         log.info(
             "imagery %s: %s, %s, %g m, %d bands", src.name, src.path, src.crs, src.res, src.count
         )
-    inputs: dict[str, Any] = {str(c.path): sha256(c.path) for c in recipe.imagery}
+    inputs: dict[str, Any] = {str(c.path): file_sha256(c.path) for c in recipe.imagery}
     index_dirs = []
     for p in recipe.labels.osm:
         t0 = time.time()
@@ -71,9 +64,10 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
         inputs[str(p)] = idx.checksum
     ctx = BuildContext(recipe, out_dir, tuple(index_dirs))
     open_label_sources(ctx.osm_index_dirs, recipe.labels)  # checks vector files now
+    inputs.update({str(v.path): file_sha256(v.path) for v in recipe.labels.vector})
     if recipe.labels.landcover:
         open_landcover(recipe.labels.landcover)
-        inputs[str(recipe.labels.landcover.path)] = sha256(recipe.labels.landcover.path)
+        inputs[str(recipe.labels.landcover.path)] = file_sha256(recipe.labels.landcover.path)
     plan = plan_tiles(recipe, sources)
     outside = sum(t.plan_reject is not None for t in plan.tiles)
     log.info(

@@ -37,6 +37,7 @@ import shapely
 from osmium.version import pyosmium_release
 
 from geoweave.builders.errors import FatalError
+from geoweave.sources.checksums import file_sha256
 from geoweave.sources.labels import DEFAULT_TAG_KEYS, LABEL_CRS, BBox, empty_labels
 from geoweave.sources.osm_stream import (
     BIG_CELL,
@@ -101,15 +102,6 @@ def build_osm_index(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return OsmIndex(root)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def index_name(checksum: str, tag_keys: Sequence[str], cell_deg: float) -> str:

@@ -16,6 +16,20 @@ from rasterio.transform import from_origin
 ORIGIN = (563_000.0, 4_184_000.0)
 
 
+def _write(path: Path, data: np.ndarray, res: float, **extra: object) -> Path:
+    """Write (bands, H, W) pixels as a GeoTIFF in UTM 10N with its corner at ``ORIGIN``."""
+    count, height, width = data.shape
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": count}
+    profile |= {
+        "dtype": data.dtype,
+        "crs": "EPSG:32610",
+        "transform": from_origin(*ORIGIN, res, res),
+    }
+    with rasterio.open(path, "w", **profile, **extra) as ds:
+        ds.write(data)
+    return path
+
+
 def write_rgb(
     path: Path, seed: int = 0, size: int = 96, res: float = 10.0, nodata_cols: int = 16
 ) -> Path:
@@ -23,37 +37,14 @@ def write_rgb(
     rng = np.random.default_rng(seed)
     data = rng.integers(40, 220, size=(3, size, size), dtype=np.uint8)
     data[:, :, :nodata_cols] = 0
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 3,
-        "dtype": "uint8",
-        "crs": "EPSG:32610",
-        "transform": from_origin(*ORIGIN, res, res),
-        "nodata": 0,
-    }
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(data)
-    return path
+    return _write(path, data, res, nodata=0)
 
 
 def write_uint16(path: Path, seed: int = 1, size: int = 64, res: float = 10.0) -> Path:
     """A 4-band uint16 Sentinel-2-like image (B2, B3, B4, B8 reflectance x 10000)."""
     rng = np.random.default_rng(seed)
     data = rng.integers(200, 3000, size=(4, size, size), dtype=np.uint16)
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 4,
-        "dtype": "uint16",
-        "crs": "EPSG:32610",
-        "transform": from_origin(*ORIGIN, res, res),
-    }
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(data)
-    return path
+    return _write(path, data, res)
 
 
 def write_no_crs(path: Path) -> Path:
