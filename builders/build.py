@@ -53,7 +53,8 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
             "imagery %s: %s, %s, %g m, %d bands", src.name, src.path, src.crs, src.res, src.count
         )
     inputs: dict[str, Any] = {str(c.path): file_sha256(c.path) for c in recipe.imagery}
-    index_dirs = []
+    index_dirs: list[str] = []
+    snapshots: dict[str, str | None] = {}
     for p in recipe.labels.osm:
         t0 = time.time()
         log.info("OSM index for %s (%.1f MB) ...", p, p.stat().st_size / 1e6 if p.exists() else 0)
@@ -62,7 +63,9 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
         log.info("OSM index ready in %.1f s: %s features in %s", time.time() - t0, rows, idx.root)
         index_dirs.append(str(idx.root))
         inputs[str(p)] = idx.checksum
-    ctx = BuildContext(recipe, out_dir, tuple(index_dirs))
+        snapshots[str(p)] = idx.meta.get("osm_timestamp")
+    snapshot = "; ".join(sorted({t for t in snapshots.values() if t})) or None
+    ctx = BuildContext(recipe, out_dir, tuple(index_dirs), snapshot)
     open_label_sources(ctx.osm_index_dirs, recipe.labels)  # checks vector files now
     inputs.update({str(v.path): file_sha256(v.path) for v in recipe.labels.vector})
     if recipe.labels.landcover:
@@ -157,14 +160,14 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     finally:
         if started_ray:
             ray_shutdown()
-    run = _run_record(recipe, plan, inputs, t0, len(todo), results)
+    run = _run_record(ctx, plan, inputs, t0, len(todo), results)
     record_run(out_dir, run)
     manifest = write_manifest(out_dir, recipe.name)
     return {"out_dir": str(out_dir), "manifest": str(manifest), "seconds": time.time() - t0, **run}
 
 
 def _run_record(
-    recipe: Recipe,
+    ctx: BuildContext,
     plan: Plan,
     inputs: dict[str, Any],
     t0: float,
@@ -172,6 +175,7 @@ def _run_record(
     results: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The provenance of one run, as stored in the manifest's ``runs`` table."""
+    recipe = ctx.recipe
     return {
         "run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(t0))}-{uuid.uuid4().hex[:6]}",
         "name": recipe.name,
@@ -184,6 +188,7 @@ def _run_record(
         "shards_run": shards_run,
         "shards_failed": sum(r["status"] != "complete" for r in results),
         "tiles_planned": len(plan.tiles),
+        "osm_snapshot": ctx.osm_snapshot,
     }
 
 

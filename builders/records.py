@@ -65,6 +65,7 @@ def _sample_fields(mapping: bool) -> list[tuple[str, pa.DataType]]:
         ("size_px", pa.int32()),
         ("bbox", BBOX),
         ("osm_ids", pa.list_(pa.string())),
+        ("osm_snapshot", pa.string()),
         ("osm", pa.list_(_element(smap))),
         ("landcover", fmap),
         ("captions", pa.list_(CAPTION)),

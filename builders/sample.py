@@ -20,13 +20,13 @@ class Sample:
     source_license: str = ""
     label_licenses: dict[str, str] = field(default_factory=dict)  # vector source -> licence
     acquired: str | None = None
+    osm_snapshot: str | None = None
     rgb: np.ndarray | None = None  # (H, W, 3) uint8
     bands_tif: bytes | None = None
     jpeg: bytes | None = None
     nodata_fraction: float = 0.0
     osm: list[dict[str, Any]] = field(default_factory=list)
     landcover: dict[str, float] = field(default_factory=dict)
-    landcover_valid: float = 0.0
     captions: list[dict[str, Any]] = field(default_factory=list)
     qa: list[dict[str, Any]] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
@@ -54,6 +54,7 @@ class Sample:
         """Everything but pixels: the JSON of a WebDataset sample and the sidecar row."""
         t = self.tile
         w, s, e, n = t.bbox_lonlat()
+        osm_ids = [el["id"] for el in self.osm if el["source"] == "osm"]
         return {
             "key": t.key,
             "shard": t.shard,
@@ -66,7 +67,8 @@ class Sample:
             "gsd_m": t.gsd_m,
             "size_px": t.size_px,
             "bbox": {"west": w, "south": s, "east": e, "north": n},
-            "osm_ids": [el["id"] for el in self.osm if el["source"] == "osm"],
+            "osm_ids": osm_ids,
+            "osm_snapshot": self.osm_snapshot if osm_ids else None,
             "osm": self.osm,
             "landcover": self.landcover,
             "captions": self.captions,

@@ -37,6 +37,7 @@ class BuildContext:
     recipe: Recipe
     out_dir: Path
     osm_index_dirs: tuple[str, ...] = ()
+    osm_snapshot: str | None = None  # newest timestamp of the OSM data, when it has one
 
 
 # Sources are opened once per worker process and reused by every shard it runs; the caches are
@@ -106,6 +107,7 @@ class ShardPipeline:
     def __init__(self, ctx: BuildContext, tiles: list[Tile]) -> None:
         r = ctx.recipe
         self.recipe = r
+        self.osm_snapshot = ctx.osm_snapshot
         self.imagery = {c.name: (c, open_imagery(c)) for c in r.imagery}
         self.labels = ShardLabels(open_label_sources(ctx.osm_index_dirs, r.labels), tiles)
         self.landcover = open_landcover(r.labels.landcover) if r.labels.landcover else None
@@ -121,6 +123,7 @@ class ShardPipeline:
     def process(self, tile: Tile) -> Sample:
         cfg, src = self.imagery[tile.source]
         sample = Sample(tile, cfg.license, self.label_licenses, acquired=cfg.acquired)
+        sample.osm_snapshot = self.osm_snapshot
         if tile.plan_reject:
             sample.reject(tile.plan_reject)
             return sample
@@ -132,9 +135,10 @@ class ShardPipeline:
         labels = self.recipe.labels
         sample.osm = self.labels.for_tile(tile, labels.min_pixels, labels.keep_points)
         if self.landcover is not None:
-            sample.landcover, sample.landcover_valid = self.landcover.coverage(
+            sample.landcover, valid = self.landcover.coverage(
                 tile.crs, tile.transform, tile.size_px, tile.size_px
             )
+            sample.scores["landcover_valid_fraction"] = round(valid, 4)
         apply_filters(sample, self.filters)
         if sample.status == "kept":
             sample.captions = self.captioner.caption(sample)

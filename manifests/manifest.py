@@ -71,7 +71,7 @@ RUNS_SCHEMA = pa.schema(
     [("run_id", pa.string()), ("name", pa.string()), ("started", pa.float64())]
     + [("finished", pa.float64()), ("recipe", pa.string()), ("versions", pa.string())]
     + [("inputs", pa.string()), ("shards_planned", pa.int64()), ("shards_run", pa.int64())]
-    + [("shards_failed", pa.int64()), ("tiles_planned", pa.int64())]
+    + [("shards_failed", pa.int64()), ("tiles_planned", pa.int64()), ("osm_snapshot", pa.string())]
 )
 
 

@@ -1,0 +1,43 @@
+"""One shard in-process (no Ray): West Oakland OSM XML (.osm.bz2) over the SF Bay Landsat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from geoweave.builders.build import prepare
+from geoweave.builders.recipe import Recipe
+from geoweave.builders.sample import OSM_LICENSE
+from geoweave.builders.shard import run_shard
+from geoweave.builders.writers import is_complete
+from tests.conftest import SF_BAY
+
+
+def test_shard_carries_osm_provenance(tmp_path: Path) -> None:
+    recipe = Recipe.model_validate(
+        {
+            "name": "wo",
+            "area": {"bbox": (-122.3143, 37.8040, -122.2908, 37.8176)},
+            "imagery": [
+                {"name": "l7", "path": str(SF_BAY / "sf_bay_landsat7_falsecolor_30m.tif")}
+                | {"scale": "none", "license": "USGS public domain"}
+            ],
+            "tiles": {"size_px": 16, "gsd_m": [30]},
+            "labels": {"osm": [str(SF_BAY / "West-Oakland.osm.bz2")], "min_pixels": 1},
+            "output": {"samples_per_shard": 1000},
+        }
+    )
+    ctx, plan, inputs = prepare(recipe, tmp_path)
+    assert plan.num_shards == 1 and ctx.osm_snapshot == "2016-07-12T16:09:43Z"
+    assert str(SF_BAY / "West-Oakland.osm.bz2") in inputs
+    stats = run_shard(ctx, 0, plan.shard_tiles(0))
+    assert is_complete(tmp_path, "wo", 0) and stats["tiles"] == len(plan.tiles)
+    rows = pq.read_table(tmp_path / "wo-000000.samples.parquet").to_pylist()
+    with_osm = [r for r in rows if r["osm_ids"]]
+    assert with_osm and stats["kept"] >= 1
+    for r in rows:
+        assert r["osm_snapshot"] == ("2016-07-12T16:09:43Z" if r["osm_ids"] else None)
+    for r in with_osm:
+        assert r["license"] == f"USGS public domain; {OSM_LICENSE}"
+        assert {e["id"][0] for e in r["osm"]} <= {"w", "r", "n"}
