@@ -47,8 +47,9 @@ class TemplateQA:
     def _counts(self, sample: Sample) -> list[dict[str, Any]]:
         return [
             _qa(f"How many {plural(p, 2)} are visible, at least in part?", str(n), "count")
-            for p, n in describe_counts(sample, limit=2)
-        ]
+            for p, n, countable in describe_counts(sample, limit=3)
+            if countable
+        ][:2]
 
     def _position(self, sample: Sample) -> list[dict[str, Any]]:
         by_phrase: dict[str, list[dict[str, Any]]] = {}

@@ -30,21 +30,30 @@ LANDCOVER_ONLY = (
 POSITIONAL = "{one} in the {position} of the image{rest}."
 
 
-def describe_counts(sample: Sample, limit: int = 3) -> list[tuple[str, int]]:
-    """(phrase, count) of the most visible kinds of element, by total pixel coverage."""
+def describe_counts(sample: Sample, limit: int = 3) -> list[tuple[str, int, bool]]:
+    """(phrase, count, countable) of the most visible kinds of element, by pixel coverage.
+
+    Lines are not countable: OSM splits one road or river into many ways, so "28 residential
+    roads" would count way segments, not roads.
+    """
     counts: Counter[str] = Counter()
     cover: Counter[str] = Counter()
+    lines: set[str] = set()
     for el in sample.osm:
         p = element_phrase(el["tags"])
         if p:
             counts[p] += 1
             cover[p] += el["coverage_px"]
+            if el.get("geom_type") == "line":
+                lines.add(p)
     ranked = sorted(counts, key=lambda p: (-cover[p], p))
-    return [(p, counts[p]) for p in ranked[:limit]]
+    return [(p, counts[p], p not in lines) for p in ranked[:limit]]
 
 
-def count_phrase(noun: str, n: int) -> str:
-    return a(noun) if n == 1 else f"{n} {plural(noun, n)}"
+def count_phrase(noun: str, n: int, countable: bool = True) -> str:
+    if n == 1:
+        return a(noun)
+    return f"{n} {plural(noun, n)}" if countable else plural(noun, n)
 
 
 def join_words(items: list[str]) -> str:
@@ -78,7 +87,7 @@ class TemplateCaptioner:
             return []
         gsd = f"{sample.tile.gsd_m:g}"
         if groups:
-            things = join_words([count_phrase(p, n) for p, n in groups])
+            things = join_words([count_phrase(p, n, c) for p, n, c in groups])
             lc = f", {lc}" if lc else ""
             texts = [t.format(gsd=gsd, things=things, landcover=lc) for t in TEMPLATES]
         else:

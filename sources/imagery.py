@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from pyproj import Geod
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 
 from geoweave.builders.errors import FatalError
-from geoweave.sources.grid import BBox, Tile, transform_bbox
+from geoweave.sources.grid import BBox, Tile, transform_bbox, transformer
 from geoweave.sources.rasters import check_readable
 
 
@@ -32,6 +33,18 @@ class TilePixels:
     @property
     def nodata_fraction(self) -> float:
         return float(1.0 - self.valid.mean())
+
+
+def ground_resolution(ds: rasterio.DatasetReader) -> float:
+    """Metres on the ground of one pixel step at the image centre, in any CRS.
+
+    Web Mercator "30 m" pixels are 24 m at 38° N; geographic pixels are in degrees.
+    """
+    cx, cy = ds.xy(ds.height // 2, ds.width // 2)
+    lon, lat = transformer(ds.crs.to_string(), "EPSG:4326").transform(
+        [cx, cx + ds.res[0]], [cy, cy]
+    )
+    return float(Geod(ellps="WGS84").inv(lon[0], lat[0], lon[1], lat[1])[2])
 
 
 class GeoTiffSource:
@@ -54,7 +67,8 @@ class GeoTiffSource:
         self.crs: str = info["crs"]
         self.count: int = info["count"]
         self.dtype: str = info["dtype"]
-        self.res: float = info["res"]
+        self.res: float = info["res"]  # in the source CRS's units (metres, degrees, ...)
+        self.res_m: float = info["res_m"]  # on the ground, at the centre of the image
         self.bounds_lonlat: BBox = info["bounds_lonlat"]
         bad = [b for b in bands if b > self.count]
         if bad:
@@ -77,6 +91,7 @@ class GeoTiffSource:
                     "count": ds.count,
                     "dtype": ds.dtypes[0],
                     "res": float(abs(ds.res[0])),
+                    "res_m": ground_resolution(ds),
                     "bounds_lonlat": transform_bbox(
                         tuple(ds.bounds), ds.crs.to_string(), "EPSG:4326"
                     ),
@@ -135,7 +150,7 @@ class GeoTiffSource:
             "dst_transform": tile.transform,
             "dst_crs": tile.crs,
         }
-        coarser = tile.gsd_m > self.res * 1.5
+        coarser = tile.gsd_m > self.res_m * 1.5
         method = Resampling.average if coarser else Resampling.bilinear
         reproject(src, out, src_nodata=nodata, dst_nodata=0, resampling=method, **common)
         reproject(mask, valid, src_nodata=None, resampling=Resampling.nearest, **common)

@@ -15,7 +15,10 @@ from geoweave.builders.plan import NO_COVERAGE, plan_tiles
 from geoweave.builders.recipe import Recipe
 from geoweave.sources.grid import Tile, tile_key, utm_crs
 from geoweave.sources.imagery import GeoTiffSource
+from tests.conftest import SF_BAY
 from tests.data.raster_fixture import ORIGIN, write_corrupt, write_no_crs, write_rgb, write_uint16
+
+SF_LANDSAT = SF_BAY / "sf_bay_landsat7_falsecolor_30m.tif"
 
 
 def _recipe(path: Path, **tiles: object) -> Recipe:
@@ -121,3 +124,21 @@ def test_area_from_geojson_keeps_only_cells_touching_it() -> None:
     outline = gpd.read_file(island).to_crs(shaped.tiles[0].crs).geometry.iloc[0]
     assert all(outline.intersects(shapely.box(*t.bounds)) for t in shaped.tiles)
     assert shaped.tiles[0].crs == "EPSG:32635"
+
+
+def test_ground_resolution_in_any_crs(tmp_path: Path) -> None:
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "geo.tif"
+    profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 1, "dtype": "uint8"}
+    with rasterio.open(
+        path, "w", **profile, crs="EPSG:4326", transform=from_origin(24.9, 60.2, 1e-4, 1e-4)
+    ) as ds:
+        ds.write(np.full((1, 8, 8), 9, dtype=np.uint8))
+    src = GeoTiffSource("g", path, [1])
+    assert src.res == pytest.approx(1e-4)
+    assert src.res_m == pytest.approx(111_320 * 1e-4 * np.cos(np.radians(60.2)), rel=0.01)
+    mercator = GeoTiffSource("m", SF_LANDSAT, [1, 2, 3], "none")
+    assert mercator.res == 30 and mercator.res_m == pytest.approx(
+        30 * np.cos(np.radians(37.79)), rel=0.01
+    )

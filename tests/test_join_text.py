@@ -140,3 +140,16 @@ def test_captions_without_visible_features_use_land_cover_or_nothing() -> None:
     texts = [c["text"] for c in TemplateCaptioner(per_sample=3).caption(bare)]
     assert len(texts) == 3
     assert all("partly coniferous forest (40%)" in t and "Seurasaari" not in t for t in texts)
+
+
+def test_lines_are_not_counted_in_captions_or_questions(labels: ShardLabels) -> None:
+    s = _sample(labels)
+    road = next(e for e in s.osm if e["geom_type"] == "line")
+    s.osm.append({**road, "id": "w99"})  # the same road, split into two OSM ways
+    texts = [c["text"] for c in TemplateCaptioner(per_sample=5).caption(s)]
+    assert any("residential roads" in t for t in texts)
+    assert not any("2 residential roads" in t for t in texts)
+    questions = [
+        q["question"] for q in TemplateQA(per_sample=20).questions(s) if q["kind"] == "count"
+    ]
+    assert questions and not any("road" in q for q in questions)
