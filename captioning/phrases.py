@@ -22,6 +22,8 @@ OVERRIDES = {
     ("building", "garages"): "row of garages",
     ("amenity", "parking"): "parking lot",
     ("amenity", "parking_space"): "parking space",
+    ("highway", "motorway"): "motorway",
+    ("highway", "motorway_link"): "motorway ramp",
     ("highway", "footway"): "footpath",
     ("highway", "cycleway"): "cycle path",
     ("highway", "path"): "path",

@@ -27,7 +27,17 @@ LANDCOVER_ONLY = (
     "Overhead view of an area that is {landcover}.",
     "Remote sensing image at {gsd} m per pixel of land that is {landcover}.",
 )
-POSITIONAL = "{one} in the {position} of the image{rest}."
+POSITIONAL = "{one} {where} of the image."
+WHERE = {
+    "top-left": "in the top-left corner",
+    "top": "at the top",
+    "top-right": "in the top-right corner",
+    "left": "on the left",
+    "right": "on the right",
+    "bottom-left": "in the bottom-left corner",
+    "bottom": "at the bottom",
+    "bottom-right": "in the bottom-right corner",
+}
 
 
 def describe_counts(sample: Sample, limit: int = 3) -> list[tuple[str, int, bool]]:
@@ -103,9 +113,7 @@ class TemplateCaptioner:
             p = element_phrase(el["tags"])
             if p and not el["clipped"] and el["position"] != "centre":
                 one = a(p)
-                return POSITIONAL.format(
-                    one=one[0].upper() + one[1:], position=el["position"], rest=""
-                )
+                return POSITIONAL.format(one=one[0].upper() + one[1:], where=WHERE[el["position"]])
         return None
 
     def _record(self, text: str) -> dict[str, Any]:
