@@ -28,11 +28,9 @@ class ShardLabels:
 
     def __init__(self, label_sources: Sequence[LabelSource], tiles: Sequence[Tile]) -> None:
         crs = tiles[0].crs
-        minx = min(t.bounds[0] for t in tiles)
-        miny = min(t.bounds[1] for t in tiles)
-        maxx = max(t.bounds[2] for t in tiles)
-        maxy = max(t.bounds[3] for t in tiles)
-        bbox = transform_bbox((minx, miny, maxx, maxy), crs, LABEL_CRS)
+        b = np.array([t.bounds for t in tiles])
+        shard_box = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
+        bbox = transform_bbox(shard_box, crs, LABEL_CRS)
         ids, tags, names, geoms = [], [], [], []
         for src in label_sources:
             f = src.query(bbox)
@@ -56,7 +54,8 @@ class ShardLabels:
         Lines and polygons smaller than ``min_pixels`` (of length or area) are not visible; points
         have no extent and are kept only when ``points`` is set.
         """
-        box = shapely.box(*tile.bounds)
+        bounds = tile.bounds
+        box = shapely.box(*bounds)
         idx = self.tree.query(box, predicate="intersects")
         if idx.size == 0:
             return []
@@ -72,7 +71,7 @@ class ShardLabels:
         coverage = np.where(
             dims == 2, area / px_area, np.where(dims == 1, length / tile.gsd_m, 1.0)
         )
-        cx, cy = _centres(clipped)
+        positions = _positions(bounds, *_centres(clipped))
         elements = []
         for j in np.argsort(-coverage, kind="stable"):
             if (dims[j] == 0 and not points) or (dims[j] > 0 and coverage[j] < min_pixels):
@@ -88,7 +87,7 @@ class ShardLabels:
                     "coverage_frac": round(float(area[j] / shapely.area(box)), 5),
                     "area_m2": round(float(area[j]), 1),
                     "length_m": round(float(length[j]), 1) if dims[j] == 1 else 0.0,
-                    "position": _position(tile, cx[j], cy[j]),
+                    "position": positions[j],
                     "clipped": bool(cut[j]),
                 }
             )
@@ -115,9 +114,9 @@ def _centres(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return shapely.get_x(pts), shapely.get_y(pts)
 
 
-def _position(tile: Tile, x: float, y: float) -> str:
-    minx, _, _, maxy = tile.bounds
-    g = tile.ground_m
-    col = min(2, max(0, int((x - minx) / g * 3)))
-    row = min(2, max(0, int((maxy - y) / g * 3)))
-    return POSITIONS[row][col]
+def _positions(bounds: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> list[str]:
+    """The 3x3 grid cell of each point: "top-left" ... "bottom-right"."""
+    minx, miny, maxx, maxy = bounds
+    col = np.clip(((x - minx) / (maxx - minx) * 3).astype(int), 0, 2)
+    row = np.clip(((maxy - y) / (maxy - miny) * 3).astype(int), 0, 2)
+    return [POSITIONS[r][c] for r, c in zip(row, col, strict=True)]
