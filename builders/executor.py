@@ -5,6 +5,7 @@ Ray is imported here only; every pipeline step is a plain function (STYLE.md 6).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -109,6 +110,19 @@ def _record_failure(ctx: BuildContext, shard: int, n_tiles: int, error: str) -> 
     return stats
 
 
+def _collect(ctx: BuildContext, plan: Plan, shard: int, ref: Any) -> dict[str, Any]:
+    """The stats of a finished task, or the failure record of a shard out of retries."""
+    import ray
+
+    try:
+        return dict(ray.get(ref))
+    except Exception as e:
+        msg = "".join(traceback.format_exception_only(type(e), e)).strip()
+        name = shard_stem(ctx.recipe.name, shard)
+        tqdm.write(f"shard {name} failed: {msg.splitlines()[-1]}", file=sys.stderr)
+        return _record_failure(ctx, shard, len(plan.shard_tiles(shard)), msg)
+
+
 def run_shards(
     ctx: BuildContext,
     plan: Plan,
@@ -126,23 +140,22 @@ def run_shards(
             num_cpus=1, max_retries=cfg.retries, retry_exceptions=True
         )
         ctx_ref = ray.put(ctx)
-        by_shard = {s: plan.shard_tiles(s) for s in shards}
-        pending = {task.remote(ctx_ref, s, by_shard[s]): s for s in shards}
+        # A bounded window of tasks in flight: a continent has too many shards to submit at once.
+        window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        todo = iter(shards)
+        pending: dict[Any, int] = {}
         results = []
         t0 = time.time()
         tiles_done = 0
         bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
-        while pending:
+        while True:
+            for s in itertools.islice(todo, window - len(pending)):
+                pending[task.remote(ctx_ref, s, plan.shard_tiles(s))] = s
+            if not pending:
+                break
             done, _ = ray.wait(list(pending), num_returns=1)
             shard = pending.pop(done[0])
-            try:
-                stats = ray.get(done[0])
-            except Exception as e:
-                msg = "".join(traceback.format_exception_only(type(e), e)).strip()
-                stats = _record_failure(ctx, shard, len(by_shard[shard]), msg)
-                last = msg.splitlines()[-1]
-                name = shard_stem(ctx.recipe.name, shard)
-                tqdm.write(f"shard {name} failed: {last}", file=sys.stderr)
+            stats = _collect(ctx, plan, shard, done[0])
             results.append(stats)
             tiles_done += stats["tiles"]
             bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")

@@ -25,11 +25,14 @@ STRIP_ROWS = 8
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """Tiles in shard order; shard ``s`` holds ``tiles[s * per_shard : (s + 1) * per_shard]``."""
+
     tiles: tuple[Tile, ...]
     num_shards: int
+    per_shard: int
 
     def shard_tiles(self, shard: int) -> list[Tile]:
-        return [t for t in self.tiles if t.shard == shard]
+        return list(self.tiles[shard * self.per_shard : (shard + 1) * self.per_shard])
 
 
 def area_geometry(recipe: Recipe, sources: Sequence[GeoTiffSource]) -> BaseGeometry:
@@ -71,4 +74,4 @@ def plan_tiles(recipe: Recipe, sources: Sequence[GeoTiffSource]) -> Plan:
         raise FatalError("the area holds no tiles: check area.bbox / area.geojson and the imagery")
     per = recipe.output.samples_per_shard
     tiles = [replace(t, shard=i // per) for i, t in enumerate(tiles)]
-    return Plan(tuple(tiles), num_shards=(len(tiles) + per - 1) // per)
+    return Plan(tuple(tiles), num_shards=(len(tiles) + per - 1) // per, per_shard=per)
