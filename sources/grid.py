@@ -98,14 +98,13 @@ def cells_over(area_lonlat: BaseGeometry, crs: str, ground_m: float) -> list[tup
     cols = range(math.floor(minx / ground_m), math.ceil(maxx / ground_m))
     rows = range(math.floor(miny / ground_m), math.ceil(maxy / ground_m))
     shapely.prepare(area)
-    cells = []
-    for row in rows:
-        for col in cols:
-            box = shapely.box(
-                col * ground_m, row * ground_m, (col + 1) * ground_m, (row + 1) * ground_m
-            )
-            if area.intersects(box):
-                cells.append((col, row))
+    cells: list[tuple[int, int]] = []
+    xs = np.arange(cols.start, cols.stop)
+    for row in rows:  # one vectorised test per row of cells
+        boxes = shapely.box(
+            xs * ground_m, row * ground_m, (xs + 1) * ground_m, (row + 1) * ground_m
+        )
+        cells.extend((int(c), row) for c in xs[shapely.intersects(area, boxes)])
     return cells
 
 
