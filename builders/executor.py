@@ -12,7 +12,6 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 from tqdm import tqdm
@@ -127,7 +126,6 @@ def run_shards(
     ctx: BuildContext,
     plan: Plan,
     shards: list[int],
-    on_done: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run the given shards on Ray; a shard that fails after its retries is recorded as failed."""
@@ -160,8 +158,6 @@ def run_shards(
             tiles_done += stats["tiles"]
             bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")
             bar.update(1)
-            if on_done:
-                on_done(stats)
         bar.close()
         return results
     finally:

@@ -66,6 +66,7 @@ class ShardLabels:
         clipped[cut] = shapely.intersection(geoms[cut], box)
         dims = shapely.get_dimensions(geoms)
         px_area = tile.gsd_m**2
+        tile_area = tile.ground_m**2
         area = shapely.area(clipped)
         length = shapely.length(clipped)
         coverage = np.where(
@@ -84,7 +85,7 @@ class ShardLabels:
                     "tags": dict(self.tags[i]),
                     "geom_type": _TYPE_NAMES[int(dims[j])],
                     "coverage_px": round(float(coverage[j]), 2),
-                    "coverage_frac": round(float(area[j] / shapely.area(box)), 5),
+                    "coverage_frac": round(float(area[j] / tile_area), 5),
                     "area_m2": round(float(area[j]), 1),
                     "length_m": round(float(length[j]), 1) if dims[j] == 1 else 0.0,
                     "position": positions[j],

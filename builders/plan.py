@@ -57,8 +57,8 @@ def plan_tiles(recipe: Recipe, sources: Sequence[GeoTiffSource]) -> Plan:
     area = area_geometry(recipe, sources)
     size = recipe.tiles.size_px
     tiles: list[Tile] = []
+    crs = grid_crs_for(area, recipe.tiles.grid_crs)  # one grid for every source
     for src in sources:
-        crs = grid_crs_for(area, recipe.tiles.grid_crs)
         footprint = shapely.box(*src.bounds_lonlat)
         for gsd in recipe.tiles.gsd_m:
             cells = cells_over(area, crs, gsd * size)
