@@ -21,14 +21,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geoweave.builders.errors import FatalError
 from geoweave.builders.executor import init_ray, ray_shutdown, run_shards
 from geoweave.builders.plan import Plan, plan_tiles
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
 from geoweave.builders.writers import is_complete, remove_temporaries
+from geoweave.errors import FatalError
 from geoweave.manifests.manifest import PLAN, record_run, write_manifest
+from geoweave.manifests.passes import run_passes
 from geoweave.sources.checksums import file_sha256
+from geoweave.stats import COMPLETE, ShardStats
 
 log = logging.getLogger("geoweave")
 VERSIONED = ("geoweave", "ray", "osmium", "rasterio", "duckdb", "pyarrow", "webdataset", "shapely")
@@ -48,11 +50,9 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
     from geoweave.sources.osm import build_osm_index
 
     sources = [open_imagery(c) for c in recipe.imagery]
-    for src in sources:
-        log.info(
-            "imagery %s: %s, %s, %g m, %d bands", src.name, src.path, src.crs, src.res, src.count
-        )
-    inputs: dict[str, Any] = {str(c.path): file_sha256(c.path) for c in recipe.imagery}
+    for c, src in zip(recipe.imagery, sources, strict=True):
+        log.info("imagery %s (%s): %s, %g m", src.name, c.type, src.crs, src.res_m)
+    inputs: dict[str, Any] = {str(c.path): file_sha256(c.path) for c in recipe.imagery if c.path}
     index_dirs: list[str] = []
     snapshots: dict[str, str | None] = {}
     for p in recipe.labels.osm:
@@ -82,6 +82,19 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
     return ctx, plan, inputs
 
 
+def checked_prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str, Any]]:
+    """``prepare``, with any unexpected error while reading the inputs reported as bad input
+    (FatalError: exit code 2, nothing written) rather than as a crash."""
+    try:
+        return prepare(recipe, out_dir)
+    except FatalError:
+        raise
+    except Exception as e:
+        raise FatalError(
+            f"checking the inputs failed: {type(e).__name__}: {e}; check the recipe's input files"
+        ) from e
+
+
 # Sections that change what a shard holds. Output folder and execution settings may change
 # between a run and its resume; anything else would mix two different datasets.
 CONTENT_SECTIONS = (
@@ -92,9 +105,12 @@ CONTENT_SECTIONS = (
     "tiles",
     "labels",
     "captions",
-    "qa",
+    "questions",
     "filters",
+    "plugins",
 )
+# Corpus passes run after the shards, in this order; each writes an overlay table.
+PASSES: list[tuple[str, dict[str, Any]]] = [("statistics_v1", {})]
 
 
 def content_fingerprint(recipe: Recipe) -> dict[str, str]:
@@ -137,13 +153,19 @@ def _check_plan(out_dir: Path, table: pa.Table) -> None:
 
 
 def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
-    """Run the recipe; returns a summary. Complete shards of an earlier run are kept."""
+    """Check inputs -> plan -> shards -> corpus passes -> manifest; returns a summary.
+
+    Complete shards of an earlier run are kept."""
     t0 = time.time()
+    timings: dict[str, float] = {}  # seconds per phase, in the run record
+    recipe = recipe.check_components()
     out_dir = recipe.output.dir.resolve()
-    ctx, plan, inputs = prepare(recipe, out_dir)
+    ctx, plan, inputs = checked_prepare(recipe, out_dir)
     table = plan_table(plan, recipe)
     _check_plan(out_dir, table)
+    timings["prepare_s"] = time.time() - t0
     started_ray = init_ray(recipe.execution)  # a bad cluster address fails before any output
+    timings["ray_start_s"] = time.time() - t0 - timings["prepare_s"]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out_dir / PLAN)
@@ -155,14 +177,25 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
                 plan.num_shards - len(todo),
                 len(todo),
             )
+        t = time.time()
         results = run_shards(ctx, plan, todo, progress=progress) if todo else []
         remove_temporaries(out_dir)
+        timings["shards_s"] = time.time() - t
     finally:
         if started_ray:
             ray_shutdown()
+    t = time.time()
+    run_passes(out_dir, recipe.name, PASSES)
+    timings["passes_s"] = time.time() - t
     run = _run_record(ctx, plan, inputs, t0, len(todo), results)
+    run["timings"] = timings
     record_run(out_dir, run)
+    t = time.time()
     manifest = write_manifest(out_dir, recipe.name)
+    # The run file gets the manifest's own time too (the manifest's runs table has it from the
+    # next build on).
+    timings["manifest_s"] = time.time() - t
+    record_run(out_dir, run)
     return {"out_dir": str(out_dir), "manifest": str(manifest), "seconds": time.time() - t0, **run}
 
 
@@ -172,7 +205,7 @@ def _run_record(
     inputs: dict[str, Any],
     t0: float,
     shards_run: int,
-    results: list[dict[str, Any]],
+    results: list[ShardStats],
 ) -> dict[str, Any]:
     """The provenance of one run, as stored in the manifest's ``runs`` table."""
     recipe = ctx.recipe
@@ -186,7 +219,7 @@ def _run_record(
         "inputs": inputs,
         "shards_planned": plan.num_shards,
         "shards_run": shards_run,
-        "shards_failed": sum(r["status"] != "complete" for r in results),
+        "shards_failed": sum(r.status != COMPLETE for r in results),
         "tiles_planned": len(plan.tiles),
         "osm_snapshot": ctx.osm_snapshot,
     }

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
 
 EPILOG = """examples:
   build-dataset run examples/sf-bay.yaml --output out/sf-bay
@@ -64,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
             )
             r.add_argument("--num-cpus", type=int, help="local Ray CPUs (default: all)")
             r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for sp in sub.choices.values():
+        sp.add_argument(
+            "--debug", action="store_true", help="show the traceback of an unexpected error"
+        )
     q = sub.add_parser("query", help="run read-only SQL on a build's manifest")
+    q.add_argument("--debug", action="store_true", help="show the traceback of an error")
     q.add_argument("out", help="output folder of a build (or its manifest.duckdb)")
     q.add_argument("sql", help='e.g. "SELECT reject_reason, count(*) FROM rejects GROUP BY 1"')
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -72,40 +78,58 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code: 0 done, 1 a failed build, 2 bad input."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="build-dataset: %(message)s", stream=sys.stderr)
     try:
-        if args.command == "query":
-            from geoweave.manifests.query import format_rows, run_query
-
-            cols, rows = run_query(args.out, args.sql)
-            format_rows(cols, rows, args.format)
-            return 0
-        from geoweave.builders.recipe import load_recipe
-
-        recipe = load_recipe(args.recipe, _overrides(args))
-        if args.command == "plan":
-            return _plan(recipe)
-        from geoweave.builders.build import build
-        from geoweave.manifests.summary import print_summary
-
-        summary = build(recipe, progress=not args.no_progress)
-        print_summary(summary)
-        return 1 if summary["shards_failed"] else 0
+        return _command(args)
     except FatalError as e:
-        print(f"build-dataset: error: {e}", file=sys.stderr)
+        _error(str(e), args.debug)
         return 2
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        _error("interrupted; complete shards are kept, rerun to resume", args.debug)
+        return 1
+    except Exception as e:
+        hint = "" if args.debug else " (run again with --debug for the traceback)"
+        _error(f"the build failed: {type(e).__name__}: {e}{hint}", args.debug)
+        return 1
+
+
+def _error(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    print(f"build-dataset: error: {message}", file=sys.stderr)
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "query":
+        from geoweave.manifests.query import format_rows, run_query
+
+        cols, rows = run_query(args.out, args.sql)
+        format_rows(cols, rows, args.format)
+        return 0
+    from geoweave.builders.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, _overrides(args))
+    if args.command == "plan":
+        return _plan(recipe)
+    from geoweave.builders.build import build
+    from geoweave.manifests.summary import print_summary
+
+    summary = build(recipe, progress=not args.no_progress)
+    print_summary(summary)
+    return 1 if summary["shards_failed"] else 0
 
 
 def _plan(recipe: Any) -> int:
     from collections import Counter
 
-    from geoweave.builders.build import prepare
+    from geoweave.builders.build import checked_prepare
 
-    _, plan, _ = prepare(recipe, recipe.output.dir)
+    _, plan, _ = checked_prepare(recipe.check_components(), recipe.output.dir)
     by = Counter((t.source, t.gsd_m, t.plan_reject or "planned") for t in plan.tiles)
     for (source, gsd, state), n in sorted(by.items()):
         print(f"{source:20s} {gsd:8g} m  {state:22s} {n:7d} tiles")

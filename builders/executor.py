@@ -6,7 +6,6 @@ Ray is imported here only; every pipeline step is a plain function (STYLE.md 6).
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import socket
 import sys
@@ -16,11 +15,17 @@ from typing import Any
 
 from tqdm import tqdm
 
-from geoweave.builders.errors import FatalError
 from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.shard import BuildContext, run_shard
-from geoweave.builders.writers import shard_stem, stats_path
+from geoweave.builders.writers import shard_stem, write_stats
+from geoweave.errors import FatalError, ShardError
+from geoweave.stats import ShardStats
+
+# Shard-level faults worth another attempt: a lost worker (Ray retries those by itself), I/O
+# errors of the writer or of a shared file system. Anything else raised out of a shard is
+# deterministic (the same input fails the same way) and is recorded as failed at once.
+RETRYABLE = [ShardError, OSError, MemoryError]
 
 
 def default_node_ip() -> str | None:
@@ -80,7 +85,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from e
 
 
-def _run_shard_on_node(ctx: BuildContext, shard: int, tiles: list[Any]) -> dict[str, Any]:
+def _run_shard_on_node(ctx: BuildContext, shard: int, tiles: list[Any]) -> ShardStats:
     """The Ray task: ``run_shard``, labelled with the node it ran on."""
     import ray
 
@@ -93,28 +98,19 @@ def ray_shutdown() -> None:
     ray.shutdown()
 
 
-def _record_failure(ctx: BuildContext, shard: int, n_tiles: int, error: str) -> dict[str, Any]:
-    stats = {
-        "shard": shard,
-        "status": "failed",
-        "tiles": n_tiles,
-        "kept": 0,
-        "error": error[-4000:],
-    }
-    stats.update({"rejected": 0, "reject_reasons": {}, "bytes": 0, "files": {}})
-    path = stats_path(ctx.out_dir, ctx.recipe.name, shard)
-    tmp = path.with_name(path.name + ".tmp-failed")
-    tmp.write_text(json.dumps(stats, indent=1))
-    os.replace(tmp, path)
+def _record_failure(ctx: BuildContext, shard: int, n_tiles: int, error: str) -> ShardStats:
+    stats = ShardStats.failed(shard, n_tiles, error)
+    write_stats(ctx.out_dir, ctx.recipe.name, stats, ".tmp-failed")
     return stats
 
 
-def _collect(ctx: BuildContext, plan: Plan, shard: int, ref: Any) -> dict[str, Any]:
+def _collect(ctx: BuildContext, plan: Plan, shard: int, ref: Any) -> ShardStats:
     """The stats of a finished task, or the failure record of a shard out of retries."""
     import ray
 
     try:
-        return dict(ray.get(ref))
+        stats: ShardStats = ray.get(ref)
+        return stats
     except Exception as e:
         msg = "".join(traceback.format_exception_only(type(e), e)).strip()
         name = shard_stem(ctx.recipe.name, shard)
@@ -127,7 +123,7 @@ def run_shards(
     plan: Plan,
     shards: list[int],
     progress: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[ShardStats]:
     """Run the given shards on Ray; a shard that fails after its retries is recorded as failed."""
     import ray
 
@@ -135,7 +131,7 @@ def run_shards(
     started = init_ray(cfg)  # a no-op when the caller connected already
     try:
         task = ray.remote(_run_shard_on_node).options(
-            num_cpus=1, max_retries=cfg.retries, retry_exceptions=True
+            num_cpus=1, max_retries=cfg.retries, retry_exceptions=RETRYABLE
         )
         ctx_ref = ray.put(ctx)
         # A bounded window of tasks in flight: a continent has too many shards to submit at once.
@@ -155,7 +151,7 @@ def run_shards(
             shard = pending.pop(done[0])
             stats = _collect(ctx, plan, shard, done[0])
             results.append(stats)
-            tiles_done += stats["tiles"]
+            tiles_done += stats.tiles
             bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")
             bar.update(1)
         bar.close()

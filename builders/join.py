@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import shapely
 
-from geoweave.sources.grid import Tile, transform_bbox, transform_geom
+from geoweave.sources.grid import transform_geom
 from geoweave.sources.labels import LABEL_CRS, LabelSource
+from geoweave.tile import Tile, transform_bbox
 
 POSITIONS = (
     ("top-left", "top", "top-right"),

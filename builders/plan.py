@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geoweave.builders.errors import FatalError
 from geoweave.builders.recipe import Recipe
-from geoweave.sources.grid import Tile, cells_over, grid_crs_for, tile_key, transform_bbox
-from geoweave.sources.imagery import GeoTiffSource
+from geoweave.errors import FatalError
+from geoweave.protocols import ImagerySource
+from geoweave.sources.grid import cells_over, grid_crs_for, tile_key
+from geoweave.tile import Tile
 
 NO_COVERAGE = "no_imagery_coverage"
 # Shards take tiles in strips this many rows tall, so a shard is a compact patch of ground
@@ -35,7 +36,7 @@ class Plan:
         return list(self.tiles[shard * self.per_shard : (shard + 1) * self.per_shard])
 
 
-def area_geometry(recipe: Recipe, sources: Sequence[GeoTiffSource]) -> BaseGeometry:
+def area_geometry(recipe: Recipe, sources: Sequence[ImagerySource]) -> BaseGeometry:
     """The area to tile, in lon/lat: the recipe's bbox or GeoJSON, else the imagery footprint."""
     if recipe.area.bbox is not None:
         return shapely.box(*recipe.area.bbox)
@@ -49,27 +50,28 @@ def area_geometry(recipe: Recipe, sources: Sequence[GeoTiffSource]) -> BaseGeome
         if gdf.empty or gdf.crs is None:
             raise FatalError(f"area.geojson {recipe.area.geojson}: empty or without a CRS")
         return shapely.union_all(gdf.to_crs("EPSG:4326").geometry.values)
-    return shapely.union_all([shapely.box(*s.bounds_lonlat) for s in sources])
+    return shapely.union_all([s.footprint() for s in sources])
 
 
-def plan_tiles(recipe: Recipe, sources: Sequence[GeoTiffSource]) -> Plan:
+def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
     """Every tile of every source and GSD over the area, assigned to shards."""
     area = area_geometry(recipe, sources)
     size = recipe.tiles.size_px
     tiles: list[Tile] = []
     crs = grid_crs_for(area, recipe.tiles.grid_crs)  # one grid for every source
     for src in sources:
-        footprint = shapely.box(*src.bounds_lonlat)
         for gsd in recipe.tiles.gsd_m:
             cells = cells_over(area, crs, gsd * size)
             cells.sort(key=lambda c: (-(c[1] // STRIP_ROWS), c[0], -c[1]))
-            for col, row in cells:
-                t = Tile(tile_key(src.name, gsd, crs, col, row), src.name, crs, gsd, size, col, row)
-                if not footprint.intersects(
-                    shapely.box(*transform_bbox(t.bounds, crs, "EPSG:4326"))
-                ):
-                    t = replace(t, plan_reject=NO_COVERAGE)
-                tiles.append(t)
+            grid = [
+                Tile(tile_key(src.name, gsd, crs, col, row), src.name, crs, gsd, size, col, row)
+                for col, row in cells
+            ]
+            items = src.plan(grid)  # the source picks what covers each tile, without pixels
+            tiles += [
+                replace(t, item=item) if item else replace(t, plan_reject=NO_COVERAGE)
+                for t, item in zip(grid, items, strict=True)
+            ]
     if not tiles:
         raise FatalError("the area holds no tiles: check area.bbox / area.geojson and the imagery")
     per = recipe.output.samples_per_shard

@@ -11,8 +11,18 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pyproj import CRS
+from pyproj.exceptions import CRSError
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
+from geoweave.registry import (
+    CAPTIONERS,
+    FILTERS,
+    IMAGERY_SOURCES,
+    QUESTION_GENERATORS,
+    Registry,
+    load_plugins,
+)
 from geoweave.sources.labels import DEFAULT_TAG_KEYS
 
 
@@ -42,32 +52,63 @@ class AreaConfig(_Strict):
         return self
 
 
-class ImageryConfig(_Strict):
-    """A local GeoTIFF/COG imagery source."""
+class _Component(_Strict):
+    """A recipe section that names a registered component; every field the section does not
+    declare is an option of that component, validated by the component's own model
+    (``Recipe.check_components``)."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "options" not in data:
+            own = set(cls.model_fields)
+            data = {k: v for k, v in data.items() if k in own} | {
+                "options": {k: v for k, v in data.items() if k not in own}
+            }
+        return data
+
+
+class ImageryConfig(_Component):
+    """An imagery source: ``type`` names the component (``geotiff``: a local GeoTIFF/COG, with
+    options path, bands, scale, nodata)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    path: Path
-    bands: list[int] = Field(default=[1, 2, 3], description="1-based bands mapped to R, G, B")
-    scale: Literal["auto", "none"] | tuple[float, float] = Field(
-        "auto", description="'auto' (2-98th percentile of the source), 'none', or [min, max]"
-    )
+    type: str = "geotiff"
     keep_bands: bool = Field(False, description="also store all bands as GeoTIFF")
-    nodata: float | None = Field(None, description="nodata value when the file declares none")
     acquired: str | None = Field(None, description="acquisition date or time, ISO 8601")
     license: str = "see source"
 
-    @field_validator("bands")
-    @classmethod
-    def _three_bands(cls, v: list[int]) -> list[int]:
-        if len(v) not in (1, 3) or min(v) < 1:
-            raise ValueError("bands must list 1 or 3 band numbers, counted from 1")
-        return v
+    @property
+    def path(self) -> Path | None:
+        """The local file of a file-based source (its checksum goes into the run record)."""
+        p = self.options.get("path")
+        return Path(p) if p else None
 
 
 class TilesConfig(_Strict):
     size_px: int = Field(64, ge=8, le=4096)
     gsd_m: list[float] = Field(default=[10.0], min_length=1, description="metres per pixel")
     grid_crs: str = Field("utm", description="'utm' (the UTM zone of the area) or an EPSG code")
+
+    @field_validator("grid_crs")
+    @classmethod
+    def _metric_crs(cls, v: str) -> str:
+        if v.lower() == "utm":
+            return "utm"
+        try:
+            crs = CRS.from_user_input(v)
+        except CRSError:
+            raise ValueError(
+                f"unknown CRS {v!r}: give 'utm' or a projected EPSG code such as EPSG:32610"
+            ) from None
+        if not crs.is_projected:
+            raise ValueError(
+                f"{v} is not a projected (metric) CRS: tiles need metres; give 'utm' or a "
+                "projected EPSG code such as EPSG:32610"
+            )
+        return v
 
     @field_validator("gsd_m")
     @classmethod
@@ -99,21 +140,41 @@ class LabelsConfig(_Strict):
     vector: list[VectorConfig] = Field(default_factory=list)
 
 
-class CaptionsConfig(_Strict):
-    captioner: Literal["template_v1"] = "template_v1"
-    per_sample: int = Field(2, ge=1, le=10)
+class CaptionsConfig(_Component):
+    """The captioner (``template_v1``: options ``per_sample``)."""
+
+    name: str = "template_v1"
 
 
-class QAConfig(_Strict):
+class QuestionsConfig(_Component):
+    """The question-answer generator (``template_qa_v1``: options ``per_sample``)."""
+
     enabled: bool = True
-    generator: Literal["template_qa_v1"] = "template_qa_v1"
-    per_sample: int = Field(4, ge=0, le=20)
+    name: str = "template_qa_v1"
 
 
-class FiltersConfig(_Strict):
-    max_nodata_fraction: float = Field(0.2, ge=0, le=1)
-    min_std: float = Field(2.0, ge=0, description="minimum grey-level standard deviation")
-    min_labels: int = Field(1, ge=0, description="minimum number of visible labels")
+# Quality filters run in this order unless a recipe disables one (``false``) or adds its own.
+DEFAULT_FILTERS = ("nodata_v1", "low_variance_v1", "min_labels_v1")
+
+
+def _merge_filters(value: Any) -> dict[str, dict[str, Any]]:
+    """Recipe filters over the defaults: ``name: {options}`` adds or configures one,
+    ``name: false`` turns it off; order is the defaults', then the recipe's."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ValueError("filters is a mapping of filter names to options, e.g. {nodata_v1: {}}")
+    out: dict[str, dict[str, Any]] = {name: {} for name in DEFAULT_FILTERS}
+    for name, opts in value.items():
+        if opts is False:
+            out.pop(name, None)
+        elif opts is None or opts is True:
+            out.setdefault(name, {})
+        elif isinstance(opts, dict):
+            out[name] = {**out.get(name, {}), **opts}
+        else:
+            raise ValueError(f"filters.{name}: give options as a mapping, or false to turn it off")
+    return out
 
 
 class OutputConfig(_Strict):
@@ -143,10 +204,21 @@ class Recipe(_Strict):
     tiles: TilesConfig = TilesConfig()
     labels: LabelsConfig = LabelsConfig()
     captions: CaptionsConfig = CaptionsConfig()
-    qa: QAConfig = QAConfig()
-    filters: FiltersConfig = FiltersConfig()
+    questions: QuestionsConfig = QuestionsConfig()
+    filters: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: _merge_filters({}),
+        description="filter name -> options, over the defaults; false turns one off",
+    )
+    plugins: list[str] = Field(
+        default_factory=list, description="modules or .py files that register components"
+    )
     output: OutputConfig = OutputConfig()
     execution: ExecutionConfig = ExecutionConfig()
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _filters(cls, v: Any) -> dict[str, dict[str, Any]]:
+        return _merge_filters(v)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Recipe:
@@ -154,6 +226,40 @@ class Recipe(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"imagery names must be unique: {names}")
         return self
+
+    def check_components(self) -> Recipe:
+        """Load the plugins, then validate every component's name and options (FatalError
+        naming the field); returns the recipe with options normalised (defaults filled in)."""
+        load_plugins(self.plugins)
+        import geoweave.builders.components  # noqa: F401  (registers the built-ins)
+
+        def norm(registry: Registry, name: str, options: dict[str, Any], where: str) -> Any:
+            return registry.options(name, options, where).model_dump()
+
+        imagery = [
+            c.model_copy(
+                update={"options": norm(IMAGERY_SOURCES, c.type, c.options, f"imagery.{i}")}
+            )
+            for i, c in enumerate(self.imagery)
+        ]
+        captions = self.captions.model_copy(
+            update={
+                "options": norm(CAPTIONERS, self.captions.name, self.captions.options, "captions")
+            }
+        )
+        q = self.questions
+        questions = q.model_copy(
+            update={"options": norm(QUESTION_GENERATORS, q.name, q.options, "questions")}
+        )
+        filters = {n: norm(FILTERS, n, o, f"filters.{n}") for n, o in self.filters.items()}
+        return self.model_copy(
+            update={
+                "imagery": imagery,
+                "captions": captions,
+                "questions": questions,
+                "filters": filters,
+            }
+        )
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
@@ -184,12 +290,15 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         return str((base / p).resolve()) if isinstance(p, str) and p else p
 
     for img in data.get("imagery") or []:
-        if isinstance(img, dict):
-            img["path"] = fix(img.get("path"))
+        if isinstance(img, dict) and "path" in img:
+            img["path"] = fix(img["path"])
     for section, key in (("output", "dir"), ("execution", "cache_dir")):
         sec = data.get(section)
         if isinstance(sec, dict) and sec.get(key):
             sec[key] = fix(sec[key])
+    plugins = data.get("plugins")
+    if isinstance(plugins, list):
+        data["plugins"] = [fix(p) if str(p).endswith(".py") else p for p in plugins]
     area = data.get("area") or {}
     if isinstance(area, dict) and area.get("geojson"):
         area["geojson"] = fix(area["geojson"])
@@ -227,6 +336,10 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     for dotted, value in (overrides or {}).items():
         _set_path(data, dotted, value)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as e:
         raise FatalError(_format_error(path, e)) from None
+    try:
+        return recipe.check_components()
+    except FatalError as e:
+        raise FatalError(f"{path}: invalid recipe\n  {e}") from None

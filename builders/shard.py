@@ -1,33 +1,43 @@
-"""One shard, start to finish: read pixels, join labels, caption, ask, filter, write.
+"""One shard, start to finish, as a staged pipeline over the shard's batch of tiles:
 
-Plain functions with no Ray in them; the executor runs ``run_shard`` as a Ray task, tests and
-benchmarks call it directly.
+read pixels -> join labels and land cover -> image filters -> captions -> questions -> text
+filters -> encode -> write.
+
+Each stage sees the whole batch (a captioner can send its requests concurrently, an imagery
+source can read and warp the shard's patch once). An exception in one tile's stage rejects
+that tile with reason ``error`` and the exception recorded; the shard goes on. Plain functions
+with no Ray in them; the executor runs ``run_shard`` as a Ray task, tests and benchmarks call it
+directly.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
+from geoweave.builders.encode import encode_geotiff, encode_jpeg
 from geoweave.builders.join import ShardLabels
 from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfig, Recipe
-from geoweave.builders.sample import Sample
 from geoweave.builders.writers import ShardWriter
-from geoweave.captioning import qa as _qa  # noqa: F401  (registers template_qa_v1)
-from geoweave.captioning import templates as _templates  # noqa: F401  (registers template_v1)
-from geoweave.captioning.registry import CAPTIONERS, QA_GENERATORS
-from geoweave.qa.filters import apply_filters, build_filters
-from geoweave.sources.grid import Tile
-from geoweave.sources.imagery import GeoTiffSource
+from geoweave.protocols import ClassRaster, Filter, ImagerySource, TileDescription
+from geoweave.record import Sample
+from geoweave.registry import (
+    CAPTIONERS,
+    FILTERS,
+    IMAGERY_SOURCES,
+    QUESTION_GENERATORS,
+    load_plugins,
+)
 from geoweave.sources.labels import LabelSource
+from geoweave.stats import ShardStats
+from geoweave.tile import Tile
 
 
 @dataclass(frozen=True)
@@ -44,14 +54,19 @@ class BuildContext:
 # keyed by the recipe fields' JSON (pydantic models with lists do not hash).
 
 
-def open_imagery(cfg: ImageryConfig) -> GeoTiffSource:
+def open_imagery(cfg: ImageryConfig) -> ImagerySource:
     return _imagery(cfg.model_dump_json())
 
 
 @cache
-def _imagery(cfg_json: str) -> GeoTiffSource:
+def _imagery(cfg_json: str) -> ImagerySource:
+    import geoweave.builders.components  # noqa: F401  (registers the built-ins)
+
     cfg = ImageryConfig.model_validate_json(cfg_json)
-    return GeoTiffSource(cfg.name, cfg.path, cfg.bands, cfg.scale, cfg.nodata)
+    source: ImagerySource = IMAGERY_SOURCES.build(
+        cfg.type, cfg.options, cfg.name, cfg.license, cfg.acquired
+    )
+    return source
 
 
 def open_label_sources(index_dirs: tuple[str, ...], labels: LabelsConfig) -> list[LabelSource]:
@@ -71,88 +86,185 @@ def _label_sources(index_dirs: tuple[str, ...], labels_json: str) -> list[LabelS
     return out
 
 
-def open_landcover(cfg: LandCoverConfig) -> Any:
+def open_landcover(cfg: LandCoverConfig) -> ClassRaster:
     return _landcover(cfg.model_dump_json())
 
 
 @cache
-def _landcover(cfg_json: str) -> Any:
+def _landcover(cfg_json: str) -> ClassRaster:
     from geoweave.sources.landcover import LandCoverSource
 
     cfg = LandCoverConfig.model_validate_json(cfg_json)
     return LandCoverSource(cfg.path, cfg.legend, cfg.name)
 
 
-def encode_jpeg(rgb: Any, quality: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+def _each(stage: str, samples: Sequence[Sample], work: Callable[[Sample], None]) -> None:
+    """Run one tile's step of a stage; an exception rejects only that tile."""
+    for s in samples:
+        if s.kept:
+            try:
+                work(s)
+            except Exception as e:
+                s.fail(stage, e)
 
 
-def encode_geotiff(data: Any, tile: Tile) -> bytes:
-    from rasterio.io import MemoryFile
+def _apply(stage: str, samples: Sequence[Sample], results: Sequence[Any], put: Callable) -> None:
+    """Hand each live sample its result of a batched call; an Exception result fails it."""
+    live = [s for s in samples if s.kept]
+    if len(results) != len(live):
+        raise RuntimeError(f"{stage} returned {len(results)} results for {len(live)} tiles")
+    for s, r in zip(live, results, strict=True):
+        if isinstance(r, Exception):
+            s.fail(stage, r)
+        else:
+            put(s, r)
 
-    count, h, w = data.shape
-    with MemoryFile() as mem:
-        profile = {"driver": "GTiff", "count": count, "height": h, "width": w, "dtype": data.dtype}
-        profile["nodata"] = 0  # read_tile zeroes nodata pixels
-        with mem.open(**profile, crs=tile.crs, transform=tile.transform, compress="deflate") as ds:
-            ds.write(data)
-        return bytes(mem.read())
+
+def apply_filters(samples: Sequence[Sample], filters: Sequence[Filter]) -> None:
+    """Every filter scores every sample live at the start of the stage (so all scores are
+    recorded); the first reason rejects the sample, by that filter."""
+    live = [s for s in samples if s.kept]
+    for f in filters:
+        for s in live:
+            try:
+                reason = f.check(s)
+            except Exception as e:
+                if s.kept:
+                    s.fail(f.name, e)
+                continue
+            if reason and s.kept:
+                s.reject(reason, by=f.name)
 
 
 class ShardPipeline:
-    """The per-tile stages of one shard, built once per shard from the recipe."""
+    """The stages of one shard, built once per shard from the recipe."""
 
-    def __init__(self, ctx: BuildContext, tiles: list[Tile]) -> None:
+    def __init__(self, ctx: BuildContext, tiles: Sequence[Tile]) -> None:
         r = ctx.recipe
+        load_plugins(r.plugins)  # a worker process starts without the recipe's plugins
+        import geoweave.builders.components  # noqa: F401  (registers the built-ins)
+
         self.recipe = r
         self.osm_snapshot = ctx.osm_snapshot
         self.imagery = {c.name: (c, open_imagery(c)) for c in r.imagery}
         self.labels = ShardLabels(open_label_sources(ctx.osm_index_dirs, r.labels), tiles)
         self.landcover = open_landcover(r.labels.landcover) if r.labels.landcover else None
-        self.captioner = CAPTIONERS.get(r.captions.captioner)(r.seed, r.captions.per_sample)
-        self.qa = (
-            QA_GENERATORS.get(r.qa.generator)(r.seed, r.qa.per_sample) if r.qa.enabled else None
-        )
-        self.filters = build_filters(r.filters)
+        self.captioner = CAPTIONERS.build(r.captions.name, r.captions.options, r.seed)
+        q = r.questions
+        self.questions = QUESTION_GENERATORS.build(q.name, q.options, r.seed) if q.enabled else None
+        filters: list[Filter] = [FILTERS.build(n, o) for n, o in r.filters.items()]
+        self.image_filters = [f for f in filters if f.stage == "image"]
+        self.text_filters = [f for f in filters if f.stage == "text"]
         self.label_licenses = {
             v.name or v.path.stem: v.license for v in r.labels.vector if v.license
         }
 
-    def process(self, tile: Tile) -> Sample:
-        cfg, src = self.imagery[tile.source]
-        sample = Sample(tile, cfg.license, self.label_licenses, acquired=cfg.acquired)
-        sample.osm_snapshot = self.osm_snapshot
+    def stages(self) -> list[str]:
+        """Stage and filter names in the order they run: the order of the funnel."""
+        names = ["plan", "read", "join", *(f.name for f in self.image_filters)]
+        names.append(self.captioner.name)
+        if self.questions is not None:
+            names.append(self.questions.name)
+        return [*names, *(f.name for f in self.text_filters), "encode"]
+
+    def run(self, tiles: Sequence[Tile]) -> list[Sample]:
+        samples = [self._new(t) for t in tiles]
+        self.read(samples)
+        self.join(samples)
+        apply_filters(samples, self.image_filters)
+        self.text(samples)
+        apply_filters(samples, self.text_filters)
+        _each("encode", samples, self._encode)
+        return samples
+
+    def _new(self, tile: Tile) -> Sample:
+        cfg = self.imagery[tile.source][0]
+        s = Sample(tile, cfg.license, self.label_licenses, acquired=cfg.acquired)
+        s.osm_snapshot = self.osm_snapshot
+        s.item_id = tile.item
         if tile.plan_reject:
-            sample.reject(tile.plan_reject)
-            return sample
-        pixels = src.read_tile(tile)
-        sample.nodata_fraction = pixels.nodata_fraction
-        sample.rgb = src.to_rgb8(pixels)
-        if cfg.keep_bands:
-            sample.bands_tif = encode_geotiff(pixels.data, tile)
+            s.reject(tile.plan_reject, by="plan")
+        return s
+
+    def read(self, samples: Sequence[Sample]) -> None:
+        """One ``read`` call per imagery source and GSD: the source reads its patch once."""
+        live = sorted((s for s in samples if s.kept), key=lambda s: (s.tile.source, s.tile.gsd_m))
+        for (source, _gsd), group in groupby(live, key=lambda s: (s.tile.source, s.tile.gsd_m)):
+            batch = list(group)
+            try:
+                images = self.imagery[source][1].read([s.tile for s in batch])
+            except Exception as e:
+                images = [e] * len(batch)
+            _apply("read", batch, images, self._put_image)
+
+    def _put_image(self, s: Sample, image: Any) -> None:
+        s.data, s.valid, s.rgb = image.data, image.valid, image.rgb
+        s.nodata_fraction = image.nodata_fraction
+        s.item_id = image.item_id or s.item_id
+        s.acquired = image.acquired or s.acquired
+
+    def join(self, samples: Sequence[Sample]) -> None:
         labels = self.recipe.labels
-        sample.osm = self.labels.for_tile(tile, labels.min_pixels, labels.keep_points)
-        if self.landcover is not None:
-            sample.landcover, valid = self.landcover.coverage(
-                tile.crs, tile.transform, tile.size_px, tile.size_px
-            )
-            sample.scores["landcover_valid_fraction"] = round(valid, 4)
-        apply_filters(sample, self.filters)
-        if sample.status == "kept":
-            sample.captions = self.captioner.caption(sample)
-            if not sample.captions:  # nothing describable: no text, no sample
-                sample.reject("no_caption")
-                return sample
-            sample.qa = self.qa.questions(sample) if self.qa else []
-            sample.jpeg = encode_jpeg(sample.rgb, self.recipe.output.jpeg_quality)
-        return sample
+
+        def visible(s: Sample) -> None:
+            s.osm = self.labels.for_tile(s.tile, labels.min_pixels, labels.keep_points)
+
+        _each("join", samples, visible)
+        if self.landcover is None:
+            return
+        live = [s for s in samples if s.kept]
+        try:
+            results = self.landcover.fractions([s.tile for s in live])
+        except Exception as e:
+            results = [e] * len(live)
+        _apply("join", live, results, _put_landcover)
+
+    def text(self, samples: Sequence[Sample]) -> None:
+        """Captions, then questions, each one batched call over the live samples."""
+        live = [s for s in samples if s.kept]
+        batch = [TileDescription.of(s) for s in live]
+        name = self.captioner.name
+        captions = self._call(self.captioner.caption, batch)
+        _apply(name, live, captions, lambda s, c: _put_captions(s, c, name))
+        if self.questions is None:
+            return
+        live = [s for s in live if s.kept]
+        batch = [TileDescription.of(s) for s in live]
+        _apply(self.questions.name, live, self._call(self.questions.questions, batch), _put_qa)
+
+    @staticmethod
+    def _call(fn: Callable[[Any], list[Any]], batch: list[Any]) -> list[Any]:
+        try:
+            return fn(batch)
+        except Exception as e:
+            return [e] * len(batch)
+
+    def _encode(self, s: Sample) -> None:
+        cfg, _ = self.imagery[s.tile.source]
+        s.jpeg = encode_jpeg(s.rgb, self.recipe.output.jpeg_quality)
+        if cfg.keep_bands:
+            s.bands_tif = encode_geotiff(s.data, s.tile)
+        s.drop_pixels()
+
+
+def _put_landcover(s: Sample, result: tuple[dict[str, float], float]) -> None:
+    s.landcover, valid = result
+    s.scores["landcover_valid_fraction"] = round(valid, 4)
+
+
+def _put_captions(s: Sample, captions: list[Any], captioner: str) -> None:
+    if not captions:  # nothing describable: no text, no sample
+        s.reject("no_caption", by=captioner)
+    s.captions = captions
+
+
+def _put_qa(s: Sample, pairs: list[Any]) -> None:
+    s.qa = pairs
 
 
 def run_shard(
     ctx: BuildContext, shard: int, tiles: list[Tile], node: str | None = None
-) -> dict[str, Any]:
+) -> ShardStats:
     """Build one shard and return its stats (also written as ``{shard}.stats.json``).
 
     ``node`` names the machine for the shards table (the executor passes the Ray node's IP);
@@ -162,15 +274,15 @@ def run_shard(
     pipeline = ShardPipeline(ctx, tiles)
     writer = ShardWriter(ctx.out_dir, ctx.recipe.name, shard, list(ctx.recipe.output.formats))
     try:
-        for tile in tiles:
-            writer.write(pipeline.process(tile))
+        for sample in pipeline.run(tiles):
+            writer.write(sample)
         extra = {
             "seconds": round(time.time() - start, 3),
             "started": start,
             "worker": f"{node or socket.gethostname()}:{os.getpid()}",
             "labels_loaded": len(pipeline.labels),
         }
-        return writer.finish(extra)
+        return writer.finish(pipeline.stages(), extra)
     except BaseException:
         writer.abort()
         raise

@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from geoweave.builders.records import PARQUET_SCHEMA, SIDECAR_SCHEMA, to_table
-from geoweave.builders.sample import Sample
+from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, to_table
+from geoweave.stats import COMPLETE, ShardStats
 
 
 def shard_stem(name: str, shard: int) -> str:
@@ -38,7 +37,7 @@ def is_complete(out_dir: Path, name: str, shard: int) -> bool:
         files = stats["files"]
     except (OSError, ValueError, KeyError):
         return False
-    if stats.get("status") != "complete":
+    if stats.get("status") != COMPLETE:
         return False
     return all(
         (out_dir / f).is_file() and (out_dir / f).stat().st_size == size
@@ -53,6 +52,14 @@ def remove_temporaries(out_dir: Path) -> int:
         p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def write_stats(out_dir: Path, name: str, stats: ShardStats, tag: str) -> None:
+    """The completion marker (or failure record), renamed into place last."""
+    path = stats_path(out_dir, name, stats.shard)
+    tmp = path.with_name(path.name + tag)
+    tmp.write_text(stats.to_json())
+    os.replace(tmp, path)
 
 
 class ShardWriter:
@@ -75,7 +82,7 @@ class ShardWriter:
     def write(self, sample: Sample) -> None:
         meta = sample.metadata()
         self.rows.append(meta)
-        if sample.status != "kept":
+        if not sample.kept:
             return
         if self.tar is not None:
             record = {"__key__": sample.key, "jpg": sample.jpeg, "json": meta}
@@ -86,8 +93,10 @@ class ShardWriter:
         if "parquet" in self.formats:
             self.kept.append({**meta, "jpg": sample.jpeg, "tif": sample.bands_tif})
 
-    def finish(self, extra_stats: dict[str, Any]) -> dict[str, Any]:
-        """Close, rename into place, and write the stats marker; returns the stats."""
+    def finish(self, stages: list[str], extra_stats: dict[str, Any]) -> ShardStats:
+        """Close, rename into place, and write the stats marker; returns the stats.
+
+        ``stages`` names the pipeline's stages and filters in order (the funnel's order)."""
         finals: dict[str, Path] = {}
         if self.tar is not None:
             self.tar.close()
@@ -102,25 +111,12 @@ class ShardWriter:
             final = self.out_dir / f"{self.stem}{suffix}"
             files[final.name] = tmp.stat().st_size
             os.replace(tmp, final)
-        stats = self._stats(files, extra_stats)
-        tmp = self._tmp(".stats.json")
-        tmp.write_text(json.dumps(stats, indent=1))
-        os.replace(tmp, stats_path(self.out_dir, self.name, self.shard))
+        stats = ShardStats.count(self.shard, self.rows, stages)
+        stats.files, stats.bytes = files, sum(files.values())
+        for k, v in extra_stats.items():
+            setattr(stats, k, v)
+        write_stats(self.out_dir, self.name, stats, self.tag)
         return stats
-
-    def _stats(self, files: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
-        reasons = Counter(r["reject_reason"] for r in self.rows if r["status"] != "kept")
-        return {
-            "shard": self.shard,
-            "status": "complete",
-            "tiles": len(self.rows),
-            "kept": sum(r["status"] == "kept" for r in self.rows),
-            "rejected": sum(reasons.values()),
-            "reject_reasons": dict(reasons),
-            "bytes": sum(files.values()),
-            "files": files,
-            **extra,
-        }
 
     def abort(self) -> None:
         if self.tar is not None:

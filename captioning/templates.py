@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
 
-from geoweave.builders.sample import Sample
+from pydantic import BaseModel, ConfigDict, Field
+
 from geoweave.captioning.phrases import a, element_phrase, plural
-from geoweave.captioning.registry import CAPTIONERS
+from geoweave.protocols import TileDescription
+from geoweave.record import Caption
+from geoweave.registry import CAPTIONERS
 
 PROMPT_VERSION = "templates-2026-11"
 
@@ -40,20 +43,20 @@ WHERE = {
 }
 
 
-def describe_counts(sample: Sample, limit: int = 3) -> list[tuple[str, int, bool]]:
+def describe_counts(tile: TileDescription, limit: int = 3) -> list[tuple[str, int, bool]]:
     """(phrase, count, countable) of the most visible kinds of element, by pixel coverage.
 
     Lines are not countable: OSM splits one road or river into many ways, so "28 residential
     roads" would count way segments, not roads.
     """
     counts: Counter[str] = Counter()
-    cover: Counter[str] = Counter()
+    cover: dict[str, float] = {}
     lines: set[str] = set()
-    for el in sample.osm:
+    for el in tile.elements:
         p = element_phrase(el["tags"])
         if p:
             counts[p] += 1
-            cover[p] += el["coverage_px"]
+            cover[p] = cover.get(p, 0.0) + el["coverage_px"]
             if el.get("geom_type") == "line":
                 lines.add(p)
     ranked = sorted(counts, key=lambda p: (-cover[p], p))
@@ -72,51 +75,62 @@ def join_words(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def landcover_clause(sample: Sample) -> str:
+def landcover_clause(tile: TileDescription) -> str:
     """'mostly forest (62%)' when the top class covers half the valid pixels, else 'partly'."""
-    if not sample.landcover:
+    if not tile.landcover:
         return ""
-    name, frac = max(sample.landcover.items(), key=lambda kv: kv[1])
+    name, frac = max(tile.landcover.items(), key=lambda kv: kv[1])
     return f"{'mostly' if frac >= 0.5 else 'partly'} {name.lower()} ({frac:.0%})"
+
+
+class TemplateOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_sample: int = Field(2, ge=1, le=10, description="captions per tile")
 
 
 @CAPTIONERS.add("template_v1")
 class TemplateCaptioner:
-    """Several templates; the choice per sample is seeded by the run seed and the tile key."""
+    """Several templates; the choice per tile is seeded by the run seed and the tile key."""
 
     name = "template_v1"
+    Options = TemplateOptions
 
-    def __init__(self, seed: int = 0, per_sample: int = 2) -> None:
-        self.seed, self.per_sample = seed, per_sample
+    def __init__(self, opts: TemplateOptions | None = None, seed: int = 0) -> None:
+        self.seed, self.per_sample = seed, (opts or TemplateOptions()).per_sample
 
-    def caption(self, sample: Sample) -> list[dict[str, Any]]:
-        rng = random.Random(f"{self.seed}|{sample.key}")
-        groups = describe_counts(sample)
-        lc = landcover_clause(sample)
+    def caption(self, batch: Sequence[TileDescription]) -> list[list[Caption] | Exception]:
+        """Templates are cheap and local: one tile after the other."""
+        return [self.caption_one(tile) for tile in batch]
+
+    def caption_one(self, tile: TileDescription) -> list[Caption]:
+        rng = random.Random(f"{self.seed}|{tile.key}")
+        groups = describe_counts(tile)
+        lc = landcover_clause(tile)
         if not groups and not lc:
             return []
-        gsd = f"{sample.tile.gsd_m:g}"
+        gsd = f"{tile.gsd_m:g}"
         if groups:
             things = join_words([count_phrase(p, n, c) for p, n, c in groups])
             lc = f", {lc}" if lc else ""
             texts = [t.format(gsd=gsd, things=things, landcover=lc) for t in TEMPLATES]
         else:
             texts = [t.format(gsd=gsd, landcover=lc) for t in LANDCOVER_ONLY]
-        positional = self._positional(sample)
+        positional = self._positional(tile)
         if positional:
             texts.append(positional)
         rng.shuffle(texts)
         return [self._record(t) for t in texts[: self.per_sample]]
 
-    def _positional(self, sample: Sample) -> str | None:
-        for el in sample.osm:
+    def _positional(self, tile: TileDescription) -> str | None:
+        for el in tile.elements:
             p = element_phrase(el["tags"])
             if p and not el["clipped"] and el["position"] != "centre":
                 one = a(p)
                 return POSITIONAL.format(one=one[0].upper() + one[1:], where=WHERE[el["position"]])
         return None
 
-    def _record(self, text: str) -> dict[str, Any]:
+    def _record(self, text: str) -> Caption:
         return {
             "text": text,
             "style": "template",

@@ -15,16 +15,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from geoweave.manifests.passes import overlays
+from geoweave.record import SIDECAR_SCHEMA
+from geoweave.stats import COMPLETE, SHARDS_SCHEMA, ShardStats
+
 MANIFEST = "manifest.duckdb"
 PLAN = "plan.parquet"
 RUNS_DIR = "_runs"
 
-SHARDS_SCHEMA = pa.schema(
-    [("shard", pa.int32()), ("status", pa.string()), ("tiles", pa.int64()), ("kept", pa.int64())]
-    + [("rejected", pa.int64()), ("bytes", pa.int64()), ("seconds", pa.float64())]
-    + [("worker", pa.string()), ("files", pa.string())]
-    + [("reject_reasons", pa.string()), ("error", pa.string())]
-)
 REJECTS_VIEW = """
 CREATE VIEW rejects AS
 SELECT key, shard, source, gsd_m, bbox, status, reject_reason, scores
@@ -42,29 +40,39 @@ FROM read_parquet(?) p ANTI JOIN samples s ON s.key = p.key
 def record_run(out_dir: Path, record: dict[str, Any]) -> None:
     runs = out_dir / RUNS_DIR
     runs.mkdir(exist_ok=True)
-    (runs / f"{record['run_id']}.json").write_text(json.dumps(record, indent=1, default=str))
+    path = runs / f"{record['run_id']}.json"
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, path)
 
 
-def _shards_table(out_dir: Path, name: str) -> pa.Table:
+def _shard_stats(out_dir: Path, name: str) -> list[ShardStats]:
+    return [
+        ShardStats.from_dict(json.loads(p.read_text()))
+        for p in sorted(out_dir.glob(f"{name}-*.stats.json"))
+    ]
+
+
+FUNNEL_SCHEMA = pa.schema(
+    [("position", pa.int32()), ("step", pa.string()), ("rejected", pa.int64())]
+    + [("remaining", pa.int64())]
+)
+
+
+def funnel_table(stats: list[ShardStats]) -> pa.Table:
+    """How many samples each stage or filter removed, in the order they ran, over the complete
+    shards; ``remaining`` is what was left after the step (the last row: the kept samples)."""
+    complete = [s for s in stats if s.status == COMPLETE]
+    order: dict[str, int] = {}
+    for s in complete:
+        for step, n in s.funnel.items():
+            order[step] = order.get(step, 0) + n
+    remaining = sum(s.tiles for s in complete)
     rows = []
-    for p in sorted(out_dir.glob(f"{name}-*.stats.json")):
-        s = json.loads(p.read_text())
-        rows.append(
-            {
-                "shard": s["shard"],
-                "status": s["status"],
-                "tiles": s["tiles"],
-                "kept": s["kept"],
-                "rejected": s["rejected"],
-                "bytes": s["bytes"],
-                "seconds": s.get("seconds"),
-                "worker": s.get("worker"),
-                "files": json.dumps(s["files"]),
-                "reject_reasons": json.dumps(s["reject_reasons"]),
-                "error": s.get("error"),
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA)
+    for i, (step, n) in enumerate(order.items()):
+        remaining -= n
+        rows.append({"position": i, "step": step, "rejected": n, "remaining": remaining})
+    return pa.Table.from_pylist(rows, schema=FUNNEL_SCHEMA)
 
 
 RUNS_SCHEMA = pa.schema(
@@ -72,6 +80,7 @@ RUNS_SCHEMA = pa.schema(
     + [("finished", pa.float64()), ("recipe", pa.string()), ("versions", pa.string())]
     + [("inputs", pa.string()), ("shards_planned", pa.int64()), ("shards_run", pa.int64())]
     + [("shards_failed", pa.int64()), ("tiles_planned", pa.int64()), ("osm_snapshot", pa.string())]
+    + [("timings", pa.string())]
 )
 
 
@@ -94,8 +103,6 @@ def write_manifest(out_dir: Path, name: str) -> Path:
     con = duckdb.connect(str(tmp))
     try:
         sidecars = sorted(str(p) for p in out_dir.glob(f"{name}-*.samples.parquet"))
-        from geoweave.builders.records import SIDECAR_SCHEMA
-
         con.register("empty_samples", SIDECAR_SCHEMA.empty_table())
         con.execute("CREATE TABLE samples AS SELECT * FROM empty_samples")
         if sidecars:
@@ -103,13 +110,17 @@ def write_manifest(out_dir: Path, name: str) -> Path:
         if (out_dir / PLAN).exists():
             con.execute(MISSING_FROM_PLAN, [str(out_dir / PLAN)])
         con.execute(REJECTS_VIEW)
+        stats = _shard_stats(out_dir, name)
         for table, data in (
-            ("shards", _shards_table(out_dir, name)),
+            ("shards", pa.Table.from_pylist([s.row() for s in stats], schema=SHARDS_SCHEMA)),
+            ("funnel", funnel_table(stats)),
             ("runs", _runs_table(out_dir)),
         ):
             con.register(f"{table}_src", data)
             con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_src")
             con.unregister(f"{table}_src")
+        for table, path in overlays(out_dir).items():
+            con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(path)])
         con.unregister("empty_samples")
     finally:
         con.close()

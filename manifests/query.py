@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import duckdb
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
 from geoweave.manifests.manifest import MANIFEST
 
 

@@ -9,22 +9,36 @@ from geoweave.manifests.query import open_manifest
 
 
 def summarise(out_dir: str) -> dict[str, Any]:
+    """Counts for the summary: from the statistics pass, the funnel and the shards table."""
     con = open_manifest(out_dir)
     try:
-        status = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY 1").fetchall())
+        status = dict(
+            con.execute("SELECT status, sum(tiles) FROM statistics_v1 GROUP BY 1").fetchall()
+        )
+        failed = con.execute("SELECT count(*) FROM samples WHERE status = 'failed'").fetchone()
+        if failed and failed[0]:
+            status["failed"] = failed[0]
         reasons = con.execute(
             "SELECT reject_reason, count(*) n FROM samples WHERE status <> 'kept' GROUP BY 1 ORDER BY n DESC"
+        ).fetchall()
+        funnel = con.execute(
+            "SELECT step, rejected FROM funnel WHERE rejected > 0 ORDER BY position"
         ).fetchall()
         shards = con.execute(
             "SELECT count(*), count(*) FILTER (status = 'complete'), coalesce(sum(bytes), 0) FROM shards"
         ).fetchone()
         by_gsd = con.execute(
-            "SELECT gsd_m, count(*) FILTER (status = 'kept') FROM samples GROUP BY 1 ORDER BY 1"
+            "SELECT gsd_m, sum(tiles) FILTER (status = 'kept') FROM statistics_v1 "
+            "GROUP BY 1 ORDER BY 1"
         ).fetchall()
     finally:
         con.close()
     assert shards is not None
-    return {"status": status, "reasons": reasons, "shards": shards, "by_gsd": by_gsd}
+    by_gsd = [(g, int(n or 0)) for g, n in by_gsd]
+    status = {k: int(v) for k, v in status.items()}
+    return {"status": status, "reasons": reasons, "funnel": funnel, "shards": shards} | {
+        "by_gsd": by_gsd
+    }
 
 
 def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
@@ -38,6 +52,8 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
     out.write(f"  rejected        {planned - s['status'].get('kept', 0)}\n")
     for reason, n in s["reasons"]:
         out.write(f"    {reason:28s}{n}\n")
+    if s["funnel"]:
+        out.write("  funnel          " + ", ".join(f"{st} -{n}" for st, n in s["funnel"]) + "\n")
     out.write(
         f"  shards          {complete}/{n_shards} complete, {summary['shards_run']} run now\n"
     )

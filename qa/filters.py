@@ -1,63 +1,89 @@
-"""Per-sample quality filters: each returns None to keep a sample or a reason to reject it.
+"""Per-sample quality filters, one small registered component each.
 
-Filters also record the score they judged by in ``sample.scores``, so thresholds can be
-revisited with SQL on the manifest without rebuilding.
+A filter returns None to keep a sample or the reason to reject it, and records the score it
+judged by in ``sample.scores`` (kept samples too), so thresholds can be revisited with SQL on
+the manifest without rebuilding. The pipeline records the filter's versioned name on the
+samples it rejects (``rejected_by``) and counts them in the funnel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from geoweave.builders.recipe import FiltersConfig
-from geoweave.builders.sample import Sample
-
-Filter = Callable[[Sample], str | None]
+from geoweave.record import Sample
+from geoweave.registry import FILTERS
 
 
-def nodata_filter(max_fraction: float) -> Filter:
-    def check(sample: Sample) -> str | None:
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@FILTERS.add("nodata_v1")
+class NodataFilter:
+    """Tiles with no imagery data, or too large a share of nodata pixels."""
+
+    name = "nodata_v1"
+    stage: ClassVar[Literal["image", "text"]] = "image"
+
+    class Options(_Options):
+        max_fraction: float = Field(0.2, ge=0, le=1, description="reject tiles with more nodata")
+
+    def __init__(self, opts: Options) -> None:
+        self.max_fraction = opts.max_fraction
+
+    def check(self, sample: Sample) -> str | None:
         sample.scores["nodata_fraction"] = round(sample.nodata_fraction, 4)
         if sample.nodata_fraction >= 1.0:
             return "no_imagery_data"
-        return "too_much_nodata" if sample.nodata_fraction > max_fraction else None
-
-    return check
+        return "too_much_nodata" if sample.nodata_fraction > self.max_fraction else None
 
 
-def low_variance_filter(min_std: float) -> Filter:
-    def check(sample: Sample) -> str | None:
+@FILTERS.add("low_variance_v1")
+class LowVarianceFilter:
+    """Blank tiles: the grey level's standard deviation is below ``min_std``."""
+
+    name = "low_variance_v1"
+    stage: ClassVar[Literal["image", "text"]] = "image"
+
+    class Options(_Options):
+        min_std: float = Field(2.0, ge=0, description="minimum grey-level standard deviation")
+
+    def __init__(self, opts: Options) -> None:
+        self.min_std = opts.min_std
+
+    def check(self, sample: Sample) -> str | None:
         if sample.rgb is None:
             return "no_image"
-        grey = sample.rgb.mean(axis=2)
-        std = float(np.std(grey))
+        std = grey_std(sample.rgb)
         sample.scores["grey_std"] = round(std, 3)
-        return "blank_or_low_variance" if std < min_std else None
-
-    return check
+        return "blank_or_low_variance" if std < self.min_std else None
 
 
-def min_labels_filter(min_labels: int) -> Filter:
-    def check(sample: Sample) -> str | None:
+def grey_std(rgb: np.ndarray) -> float:
+    """Standard deviation of the grey level (mean of the channels) of an (H, W, 3) uint8 image.
+
+    Integer sums instead of a float (H, W) grey image: ``std(sum / 3) = std(sum) / 3``.
+    """
+    grey = rgb.sum(axis=2, dtype=np.int32)
+    return float(grey.std(dtype=np.float64) / 3.0)
+
+
+@FILTERS.add("min_labels_v1")
+class MinLabelsFilter:
+    """Tiles with fewer visible labels than ``min_labels``."""
+
+    name = "min_labels_v1"
+    stage: ClassVar[Literal["image", "text"]] = "image"
+
+    class Options(_Options):
+        min_labels: int = Field(1, ge=0, description="minimum number of visible labels")
+
+    def __init__(self, opts: Options) -> None:
+        self.min_labels = opts.min_labels
+
+    def check(self, sample: Sample) -> str | None:
         sample.scores["n_labels"] = float(len(sample.osm))
-        return "too_few_labels" if len(sample.osm) < min_labels else None
-
-    return check
-
-
-def build_filters(cfg: FiltersConfig) -> list[tuple[str, Filter]]:
-    """The recipe's filters in the order they run (cheapest, most decisive first)."""
-    return [
-        ("nodata_v1", nodata_filter(cfg.max_nodata_fraction)),
-        ("low_variance_v1", low_variance_filter(cfg.min_std)),
-        ("min_labels_v1", min_labels_filter(cfg.min_labels)),
-    ]
-
-
-def apply_filters(sample: Sample, filters: list[tuple[str, Filter]]) -> None:
-    """Run every filter (all scores get recorded); the first reason rejects the sample."""
-    for _name, check in filters:
-        reason = check(sample)
-        if reason and sample.status == "kept":
-            sample.reject(reason)
+        return "too_few_labels" if len(sample.osm) < self.min_labels else None

@@ -8,49 +8,14 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import shapely
-from affine import Affine
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
-BBox = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True, slots=True)
-class Tile:
-    """One planned tile: a grid cell at one GSD over one imagery source."""
-
-    key: str
-    source: str
-    crs: str
-    gsd_m: float
-    size_px: int
-    col: int
-    row: int
-    shard: int = -1
-    plan_reject: str | None = None
-
-    @property
-    def ground_m(self) -> float:
-        return self.gsd_m * self.size_px
-
-    @property
-    def bounds(self) -> BBox:
-        """(minx, miny, maxx, maxy) in the grid CRS."""
-        g = self.ground_m
-        return (self.col * g, self.row * g, (self.col + 1) * g, (self.row + 1) * g)
-
-    @property
-    def transform(self) -> Affine:
-        minx, _, _, maxy = self.bounds
-        return Affine(self.gsd_m, 0.0, minx, 0.0, -self.gsd_m, maxy)
-
-    def bbox_lonlat(self) -> BBox:
-        return transform_bbox(self.bounds, self.crs, "EPSG:4326")
+from geoweave.tile import transformer
 
 
 def utm_crs(lon: float, lat: float) -> str:
@@ -68,21 +33,6 @@ def grid_crs_for(area_lonlat: BaseGeometry, setting: str) -> str:
     if not crs.is_projected:
         raise ValueError(f"tiles.grid_crs must be a projected (metric) CRS, got {setting}")
     return crs.to_string()
-
-
-@functools.lru_cache(maxsize=64)
-def transformer(src: str, dst: str) -> Transformer:
-    """A cached lon/lat-ordered transformer: building one costs ~1 ms, using it microseconds.
-
-    Shard tasks run one per process, so sharing a transformer is safe here (pyproj transformers
-    must not be shared between threads).
-    """
-    return Transformer.from_crs(src, dst, always_xy=True)
-
-
-def transform_bbox(bbox: BBox, src: str, dst: str) -> BBox:
-    """Bounds of a box after reprojection, densified so curved edges are covered."""
-    return transformer(src, dst).transform_bounds(*bbox, densify_pts=21)
 
 
 def transform_geom(geom: Any, src: str, dst: str) -> Any:

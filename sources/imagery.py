@@ -1,26 +1,37 @@
-"""Local GeoTIFF / COG imagery: read a tile's window, reproject it onto the tile grid.
+"""Local GeoTIFF / COG imagery: the ``geotiff`` imagery source.
 
-Any CRS and resolution; nodata and internal masks are honoured and reported per pixel. The
-8-bit RGB for the JPEG is a band choice plus a linear stretch fixed per source (not per tile),
-so neighbouring tiles share one colour scale.
+Any CRS and resolution; nodata and internal masks are honoured and reported per pixel. A batch
+of tiles is read block by block (``geoweave.sources.warp``): one window read and one warp per
+block, or no warp at all when the tile grid is the raster's own. The 8-bit RGB for the JPEG is a
+band choice plus a linear stretch fixed per source (not per tile), so neighbouring tiles share
+one colour scale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
-from pyproj import Geod
+import shapely
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
+from shapely.geometry.base import BaseGeometry
 
-from geoweave.builders.errors import FatalError
-from geoweave.sources.grid import BBox, Tile, transform_bbox, transformer
-from geoweave.sources.rasters import check_readable
+from geoweave.errors import FatalError
+from geoweave.protocols import TileImage
+from geoweave.registry import IMAGERY_SOURCES
+from geoweave.sources.rasters import check_readable, ground_resolution, percentile_stretch
+from geoweave.sources.warp import Block, blocks_of, read_pixels, resampling, run_blocks
+from geoweave.tile import BBox, Tile, transform_bbox, transformer
+
+__all__ = ["GeoTiffSource", "TilePixels", "ground_resolution", "stretch_rgb8"]
 
 
 @dataclass(slots=True)
@@ -35,33 +46,80 @@ class TilePixels:
         return float(1.0 - self.valid.mean())
 
 
-def ground_resolution(ds: rasterio.DatasetReader) -> float:
-    """Metres on the ground of one pixel step at the image centre, in any CRS.
+def stretch_rgb8(
+    data: np.ndarray, valid: np.ndarray, bands: list[int], lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """(H, W, 3) uint8 of ``bands`` of (bands, H, W) pixels, any size: one numpy pass.
 
-    Web Mercator "30 m" pixels are 24 m at 38° N; geographic pixels are in degrees.
+    uint8 pixels under the identity stretch (scale ``none``, or ``auto`` on 8-bit input) are
+    copied as they are, with no float conversion; nodata pixels are black (0 in every band).
     """
-    cx, cy = ds.xy(ds.height // 2, ds.width // 2)
-    lon, lat = transformer(ds.crs.to_string(), "EPSG:4326").transform(
-        [cx, cx + ds.res[0]], [cy, cy]
-    )
-    return float(Geod(ellps="WGS84").inv(lon[0], lat[0], lon[1], lat[1])[2])
+    idx = [b - 1 for b in bands]
+    if data.dtype == np.uint8 and (lo == 0).all() and (hi == 255).all():
+        rgb = data[idx]
+    else:
+        arr = data[idx].astype(np.float32)
+        arr = (arr - lo[:, None, None]) / (hi - lo)[:, None, None] * 255.0
+        rgb = np.clip(arr, 0, 255).astype(np.uint8)
+        rgb[:, ~valid] = 0
+    if rgb.shape[0] == 1:
+        rgb = np.repeat(rgb, 3, axis=0)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
 
 
+def lonlat_bounds(bounds: np.ndarray, crs: str, densify: int = 5) -> np.ndarray:
+    """(4, N) west, south, east, north of N boxes (N, 4) in ``crs``: ``transform_bbox`` for
+    many boxes in one pyproj call (each edge densified to ``densify`` points)."""
+    f = np.linspace(0.0, 1.0, densify)
+    x0, y0, x1, y1 = (bounds[:, i : i + 1] for i in range(4))
+    xs = np.hstack([x0 + (x1 - x0) * f, np.broadcast_to(x1, (len(bounds), densify))])
+    ys = np.hstack([np.broadcast_to(y0, (len(bounds), densify)), y0 + (y1 - y0) * f])
+    xs = np.hstack([xs, x1 - (x1 - x0) * f, np.broadcast_to(x0, (len(bounds), densify))])
+    ys = np.hstack([ys, np.broadcast_to(y1, (len(bounds), densify)), y1 - (y1 - y0) * f])
+    lon, lat = transformer(crs, "EPSG:4326").transform(xs, ys)
+    return np.array([lon.min(axis=1), lat.min(axis=1), lon.max(axis=1), lat.max(axis=1)])
+
+
+@IMAGERY_SOURCES.add("geotiff")
 class GeoTiffSource:
     """One local raster, opened lazily per process (rasterio handles do not pickle)."""
+
+    class Options(BaseModel):
+        """The ``geotiff`` options of a recipe's imagery section."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        path: Path
+        bands: list[int] = Field(default=[1, 2, 3], description="1-based bands mapped to R, G, B")
+        scale: Literal["auto", "none"] | tuple[float, float] = Field(
+            "auto", description="'auto' (2-98th percentile of the source), 'none', or [min, max]"
+        )
+        nodata: float | None = Field(None, description="nodata value when the file declares none")
+
+        @field_validator("bands")
+        @classmethod
+        def _three_bands(cls, v: list[int]) -> list[int]:
+            if len(v) not in (1, 3) or min(v) < 1:
+                raise ValueError("bands must list 1 or 3 band numbers, counted from 1")
+            return v
 
     def __init__(
         self,
         name: str,
         path: str | Path,
-        bands: list[int],
+        bands: list[int] | None = None,
         scale: object = "auto",
         nodata: float | None = None,
+        license: str = "see source",
+        acquired: str | None = None,
     ) -> None:
         self.name = name
         self.path = Path(path)
-        self.bands = bands
+        self.bands = list(bands or [1, 2, 3])
         self.nodata_override = nodata
+        self.license = license
+        self.acquired = acquired
+        self.aligned_blocks = 0  # blocks read without a warp (the tile grid is the raster's)
         self._ds: rasterio.DatasetReader | None = None
         info = self._inspect()
         self.crs: str = info["crs"]
@@ -70,12 +128,22 @@ class GeoTiffSource:
         self.res: float = info["res"]  # in the source CRS's units (metres, degrees, ...)
         self.res_m: float = info["res_m"]  # on the ground, at the centre of the image
         self.bounds_lonlat: BBox = info["bounds_lonlat"]
-        bad = [b for b in bands if b > self.count]
+        bad = [b for b in self.bands if b > self.count]
         if bad:
             raise FatalError(f"{self.path}: has {self.count} bands; imagery.bands asks for {bad}")
         self.stretch = self._stretch(scale)
 
-    def _inspect(self) -> dict:
+    @classmethod
+    def from_options(
+        cls, opts: Options, name: str, license: str = "see source", acquired: str | None = None
+    ) -> GeoTiffSource:
+        """The source of a recipe's imagery section (``IMAGERY_SOURCES.build``)."""
+        return cls(name, opts.path, opts.bands, opts.scale, opts.nodata, license, acquired)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_ds"} | {"_ds": None}
+
+    def _inspect(self) -> dict[str, Any]:
         if not self.path.is_file():
             raise FatalError(f"imagery file not found: {self.path} (check imagery.path)")
         try:
@@ -86,15 +154,14 @@ class GeoTiffSource:
                         "(e.g. `rio edit-info --crs EPSG:xxxx FILE`) and run again"
                     )
                 check_readable(ds, self.path, "imagery")
+                crs = ds.crs.to_string()
                 return {
-                    "crs": ds.crs.to_string(),
+                    "crs": crs,
                     "count": ds.count,
                     "dtype": ds.dtypes[0],
                     "res": float(abs(ds.res[0])),
                     "res_m": ground_resolution(ds),
-                    "bounds_lonlat": transform_bbox(
-                        tuple(ds.bounds), ds.crs.to_string(), "EPSG:4326"
-                    ),
+                    "bounds_lonlat": transform_bbox(tuple(ds.bounds), crs, "EPSG:4326"),
                 }
         except RasterioError as e:
             raise FatalError(
@@ -108,29 +175,66 @@ class GeoTiffSource:
         return self._ds
 
     def _stretch(self, scale: object) -> tuple[np.ndarray, np.ndarray]:
-        """Per-band (low, high) for the 8-bit stretch."""
+        """Per-band (low, high) for the 8-bit stretch (see ``percentile_stretch``)."""
         n = len(self.bands)
         if isinstance(scale, list | tuple):
             return np.full(n, float(scale[0])), np.full(n, float(scale[1]))
         if scale == "none" or (scale == "auto" and self.dtype == "uint8"):
             return np.zeros(n), np.full(n, 255.0)
-        step = max(1, max(self.ds.width, self.ds.height) // 1024)
-        shape = (n, max(1, self.ds.height // step), max(1, self.ds.width // step))
-        arr = self.ds.read(self.bands, out_shape=shape, masked=True)
-        if self.nodata_override is not None:
-            fill = np.all(arr.data == self.nodata_override, axis=0)
-            arr = np.ma.masked_array(
-                arr.data, np.broadcast_to(fill, arr.shape) | np.ma.getmaskarray(arr)
-            )
-        lo, hi = np.zeros(n), np.full(n, 255.0)
-        for i in range(n):
-            vals = arr[i].compressed()
-            if vals.size:
-                lo[i], hi[i] = np.percentile(vals, [2, 98])
-        return lo, np.maximum(hi, lo + 1)
+        return percentile_stretch(self.ds, self.bands, self.nodata_override)
+
+    def footprint(self) -> BaseGeometry:
+        """The raster's bounds in lon/lat."""
+        return shapely.box(*self.bounds_lonlat)
+
+    def plan(self, tiles: Sequence[Tile]) -> list[str | None]:
+        """Per tile, the file name when the tile's lon/lat box meets the raster, else None.
+
+        One vectorised pass: the tiles' boxes are densified (21 points an edge, as
+        ``transform_bbox``), reprojected in one pyproj call per grid CRS, and their lon/lat
+        envelopes tested against the footprint; no pixels are read.
+        """
+        out: list[str | None] = [None] * len(tiles)
+        footprint = self.footprint()
+        by_crs: dict[str, list[int]] = {}
+        for i, t in enumerate(tiles):
+            by_crs.setdefault(t.crs, []).append(i)
+        for crs, idx in by_crs.items():
+            boxes = shapely.box(*lonlat_bounds(np.array([tiles[i].bounds for i in idx]), crs))
+            for i, hit in zip(idx, shapely.intersects(footprint, boxes), strict=True):
+                out[i] = self.path.name if hit else None
+        return out
+
+    def read(self, tiles: Sequence[Tile]) -> list[TileImage | Exception]:
+        """The pixels and RGB of a batch of tiles, one read (and at most one warp) per block.
+
+        Identical to ``read_tile`` + ``to_rgb8`` on an aligned grid (same CRS, the tile GSD
+        equals the pixel size, grid lines on pixel edges): a plain window read, no warp. Elsewhere
+        GDAL fits its resampling scale per warp chunk, so a block warp and per-tile warps differ
+        slightly. Tolerance, held by tests/test_pixel_path.py: validity flags agree on >= 99.5%
+        of pixels; of pixels valid in both, on the SF Bay sample (EPSG:3857 to UTM) >= 90%
+        (30 m, bilinear) and >= 95% (60 m, average) are within 1 DN, mean |diff| <= 0.5 DN; on
+        a 20°-rotated noisy raster >= 99% within 1 DN when averaging, mean |diff| <= 1.5 DN at
+        the same GSD (bilinear). The RGB is the same stretch of those pixels as ``to_rgb8``.
+        """
+        return run_blocks(tiles, blocks_of(tiles, self.res_m), self._read_block)
+
+    def _read_block(self, block: Block) -> list[TileImage]:
+        data, valid, aligned = read_pixels(self.ds, block, self.res_m, self.nodata_override)
+        self.aligned_blocks += aligned
+        rgb = stretch_rgb8(data, valid, self.bands, *self.stretch)
+        out = []
+        for t in block.tiles:  # copies, so a kept tile does not hold its whole block
+            ys, xs = block.slices(t)
+            px, ok, rgb8 = data[:, ys, xs].copy(), valid[ys, xs].copy(), rgb[ys, xs].copy()
+            out.append(TileImage(px, ok, rgb8, self.path.name, self.acquired))
+        return out
 
     def read_tile(self, tile: Tile) -> TilePixels:
-        """All bands of the tile, resampled to its grid (average when coarser)."""
+        """All bands of one tile, resampled to its grid (average when coarser).
+
+        The per-tile reference path; ``read`` is the fast path for batches.
+        """
         h = w = tile.size_px
         out = np.zeros((self.count, h, w), dtype=self.dtype)
         valid = np.zeros((h, w), dtype=np.uint8)
@@ -150,9 +254,14 @@ class GeoTiffSource:
             "dst_transform": tile.transform,
             "dst_crs": tile.crs,
         }
-        coarser = tile.gsd_m > self.res_m * 1.5
-        method = Resampling.average if coarser else Resampling.bilinear
-        reproject(src, out, src_nodata=nodata, dst_nodata=0, resampling=method, **common)
+        reproject(
+            src,
+            out,
+            src_nodata=nodata,
+            dst_nodata=0,
+            resampling=resampling(tile.gsd_m, self.res_m),
+            **common,
+        )
         reproject(mask, valid, src_nodata=None, resampling=Resampling.nearest, **common)
         ok = valid > 0
         out[:, ~ok] = 0  # one rule for every output: a nodata pixel is 0 in every band
@@ -173,12 +282,4 @@ class GeoTiffSource:
 
     def to_rgb8(self, pixels: TilePixels) -> np.ndarray:
         """(H, W, 3) uint8 from the recipe's bands and this source's stretch; nodata is black."""
-        idx = [b - 1 for b in self.bands]
-        arr = pixels.data[idx].astype(np.float32)
-        lo, hi = self.stretch
-        arr = (arr - lo[:, None, None]) / (hi - lo)[:, None, None] * 255.0
-        rgb = np.clip(arr, 0, 255).astype(np.uint8)
-        if rgb.shape[0] == 1:
-            rgb = np.repeat(rgb, 3, axis=0)
-        rgb[:, ~pixels.valid] = 0
-        return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+        return stretch_rgb8(pixels.data, pixels.valid, self.bands, *self.stretch)

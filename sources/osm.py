@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import shapely
 from osmium.version import pyosmium_release
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
 from geoweave.sources.checksums import file_sha256
 from geoweave.sources.labels import DEFAULT_TAG_KEYS, LABEL_CRS, BBox, empty_labels
 from geoweave.sources.osm_stream import (

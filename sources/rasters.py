@@ -1,27 +1,134 @@
-"""Checks shared by every raster input (imagery and land cover)."""
+"""Checks and statistics shared by every raster input (imagery and land cover).
+
+Both stay cheap on any input size: they read the header, a couple of blocks and the smallest
+overview, never the whole raster, so a 10 GB COG costs the same up-front check as a city tile.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import rasterio
+from pyproj import Geod
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
+from geoweave.tile import transformer
+
+STATS_MIN_PX = 256  # an overview used for the stretch has at least this many px on its long side
+STATS_MAX_BLOCKS = 64  # blocks sampled for the stretch when no overview is large enough
+STATS_SEED = 0
+
+
+def ground_resolution(ds: rasterio.DatasetReader) -> float:
+    """Metres on the ground of one pixel step at the image centre, in any CRS.
+
+    Web Mercator "30 m" pixels are 24 m at 38° N; geographic pixels are in degrees.
+    """
+    cx, cy = ds.xy(ds.height // 2, ds.width // 2)
+    lon, lat = transformer(ds.crs.to_string(), "EPSG:4326").transform(
+        [cx, cx + ds.res[0]], [cy, cy]
+    )
+    return float(Geod(ellps="WGS84").inv(lon[0], lat[0], lon[1], lat[1])[2])
+
+
+def block_window(ds: rasterio.DatasetReader, bx: int, by: int) -> Window:
+    """The window of internal block (``bx``, ``by``) of band 1, clipped to the raster."""
+    bh, bw = ds.block_shapes[0]
+    x0, y0 = bx * bw, by * bh
+    return Window(x0, y0, min(bw, ds.width - x0), min(bh, ds.height - y0))
+
+
+def _block_counts(ds: rasterio.DatasetReader) -> tuple[int, int]:
+    bh, bw = ds.block_shapes[0]
+    return math.ceil(ds.width / bw), math.ceil(ds.height / bh)
 
 
 def check_readable(ds: rasterio.DatasetReader, path: Path, what: str) -> None:
-    """Read a decimated copy of every band, so a truncated or corrupt file fails now.
+    """Read the first and last block and the smallest overview, so a cut-short file fails now.
 
-    A decimated read touches every block of a plain GeoTIFF, or only the overviews of a COG,
-    so it stays cheap on large inputs.
+    A truncated download loses the file's tail (the last block) and a broken write its head
+    (the first block); the smallest overview is read when present because a reader of the
+    stretch statistics goes there. A damaged block elsewhere is left to the build, which rejects
+    only the tiles over it, so the check costs a few blocks however large the raster is.
+
+    Raises:
+        FatalError: naming the file, when any of those reads fails.
     """
-    step = max(1, max(ds.width, ds.height) // 512)
-    shape = (ds.count, max(1, ds.height // step), max(1, ds.width // step))
+    nx, ny = _block_counts(ds)
     try:
-        ds.read(out_shape=shape)
+        ds.read(window=block_window(ds, 0, 0))
+        ds.read(window=block_window(ds, nx - 1, ny - 1))
+        factors = ds.overviews(1)
+        if factors:
+            f = max(factors)
+            ds.read(out_shape=(ds.count, -(-ds.height // f), -(-ds.width // f)))
     except RasterioError as e:
         raise FatalError(
             f"{what} {path}: the pixel data cannot be read ({e}); the file is truncated or "
             "corrupt: re-export or re-download it"
         ) from e
+
+
+def _overview_shape(ds: rasterio.DatasetReader) -> tuple[int, int] | None:
+    """(H, W) of the smallest overview with >= ``STATS_MIN_PX`` px on its long side."""
+    best = None
+    for f in sorted(ds.overviews(1)):
+        shape = (-(-ds.height // f), -(-ds.width // f))
+        if max(shape) >= STATS_MIN_PX:
+            best = shape
+    return best
+
+
+def _sample_windows(ds: rasterio.DatasetReader) -> list[Window]:
+    """At most ``STATS_MAX_BLOCKS`` internal blocks, spread over the raster by a seeded draw."""
+    nx, ny = _block_counts(ds)
+    n = nx * ny
+    rng = np.random.default_rng(STATS_SEED)
+    picks = np.sort(rng.choice(n, size=min(n, STATS_MAX_BLOCKS), replace=False))
+    return [block_window(ds, int(i % nx), int(i // nx)) for i in picks]
+
+
+def _masked(arr: np.ma.MaskedArray, nodata: float | None) -> np.ma.MaskedArray:
+    """Mask pixels where every band equals the recipe's nodata value, on top of the file's."""
+    if nodata is None:
+        return arr
+    fill = np.all(arr.data == nodata, axis=0)
+    return np.ma.masked_array(arr.data, np.broadcast_to(fill, arr.shape) | np.ma.getmaskarray(arr))
+
+
+def _sample(ds: rasterio.DatasetReader, bands: list[int], nodata: float | None) -> list[np.ndarray]:
+    """Per band, valid sample values: the chosen overview, else the sampled blocks."""
+    shape = _overview_shape(ds)
+    if shape is not None:
+        arr = _masked(ds.read(bands, out_shape=(len(bands), *shape), masked=True), nodata)
+        return [arr[i].compressed() for i in range(len(bands))]
+    parts: list[list[np.ndarray]] = [[] for _ in bands]
+    for win in _sample_windows(ds):
+        try:
+            arr = _masked(ds.read(bands, window=win, masked=True), nodata)
+        except RasterioError:
+            continue  # a damaged block: the build rejects its tiles, the stretch skips it
+        for i in range(len(bands)):
+            parts[i].append(arr[i].compressed())
+    return [np.concatenate(p) if p else np.zeros(0) for p in parts]
+
+
+def percentile_stretch(
+    ds: rasterio.DatasetReader, bands: list[int], nodata: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (low, high) at the 2nd and 98th percentile of a bounded sample of the raster.
+
+    The sample is the smallest overview with >= 256 px on its long side when the file has one,
+    else at most 64 seeded blocks spread over it (the whole raster when it has fewer), so the
+    statistics cost a few MB of reads on any input, and the same file gives the same stretch.
+    """
+    n = len(bands)
+    lo, hi = np.zeros(n), np.full(n, 255.0)
+    for i, vals in enumerate(_sample(ds, bands, nodata)):
+        if vals.size:
+            lo[i], hi[i] = np.percentile(vals, [2, 98])
+    return lo, np.maximum(hi, lo + 1)

@@ -16,7 +16,7 @@ import geopandas as gpd
 import pandas as pd
 from shapely.geometry import box
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
 from geoweave.sources.labels import LABEL_COLUMNS, LABEL_CRS, BBox, empty_labels
 
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")

@@ -31,3 +31,20 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
     )
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``build-dataset`` in this process (for cases that stop before Ray starts): the same
+    exit code and messages as ``run_cli``, without the cost of a new interpreter."""
+    import contextlib
+    import io
+
+    from geoweave.builders.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors
+            code = int(e.code or 0)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

@@ -1,7 +1,8 @@
 """Bad input stops ``build-dataset`` with exit code 2, a message that names the culprit and says
 what to do, and nothing written: no output folder, no partial OSM index in the label cache.
 
-Every case fails while the recipe and inputs are checked, before Ray starts, so each is fast.
+Every case fails while the recipe and inputs are checked, before Ray starts, so each runs
+in-process (``run_main``) and is fast.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import SF_BAY, run_cli
+from tests.conftest import SF_BAY, run_main
 
 HERE = Path(__file__).resolve().parent
 PBF = SF_BAY / "sf_bay_osm_overpass_20171020.osm.pbf"
@@ -45,7 +46,7 @@ def write_recipe(tmp_path: Path, imagery: Path, **sections: Any) -> Path:
         "name": "bad",
         "imagery": [{"name": "img", "path": str(imagery)}],
         "tiles": {"size_px": 16, "gsd_m": [10]},
-        "filters": {"min_labels": 0},
+        "filters": {"min_labels_v1": {"min_labels": 0}},
         **sections,
     }
     path = tmp_path / "recipe.yaml"
@@ -61,7 +62,7 @@ def partial_indexes(cache: Path) -> list[Path]:
 def assert_rejected(tmp_path: Path, cache: Path, recipe: Path, *expected: str) -> str:
     """Run the recipe; check exit code 2, the message, and that nothing was written."""
     out = tmp_path / "out"
-    result = run_cli("run", str(recipe), "--output", str(out), "--no-progress")
+    result = run_main("run", str(recipe), "--output", str(out), "--no-progress")
     assert result.returncode == 2, result.stderr
     stderr = result.stderr
     assert "build-dataset: error:" in stderr
@@ -142,7 +143,7 @@ def test_bad_set_override(tmp_path: Path, cache: Path, flag: str, expected: str)
     image = rasters.write_rgb(tmp_path / "scene.tif")
     recipe = write_recipe(tmp_path, image)
     out = tmp_path / "out"
-    result = run_cli("run", str(recipe), "--output", str(out), "--set", flag)
+    result = run_main("run", str(recipe), "--output", str(out), "--set", flag)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
@@ -152,7 +153,7 @@ def test_bad_set_override(tmp_path: Path, cache: Path, flag: str, expected: str)
 
 def test_set_without_equals_gives_an_example(tmp_path: Path, cache: Path) -> None:
     image = rasters.write_rgb(tmp_path / "scene.tif")
-    result = run_cli("run", str(write_recipe(tmp_path, image)), "--set", "tiles.size_px")
+    result = run_main("run", str(write_recipe(tmp_path, image)), "--set", "tiles.size_px")
     assert result.returncode == 2
     assert "--set 'tiles.size_px'" in result.stderr
     assert "e.g. --set tiles.size_px=32" in result.stderr
@@ -161,10 +162,52 @@ def test_set_without_equals_gives_an_example(tmp_path: Path, cache: Path) -> Non
 def test_query_without_manifest(tmp_path: Path) -> None:
     folder = tmp_path / "never_built"
     folder.mkdir()
-    result = run_cli("query", str(folder), "SELECT count(*) FROM samples")
+    result = run_main("query", str(folder), "SELECT count(*) FROM samples")
     assert result.returncode == 2, result.stderr
     assert "no manifest" in result.stderr
     assert str(folder) in result.stderr
     assert "build-dataset run" in result.stderr and "first" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(folder.iterdir()) == []  # query must not create a manifest
+
+
+@pytest.mark.parametrize(
+    ("crs", "expected"),
+    [("EPSG:4326", "not a projected (metric) CRS"), ("EPSG:99999", "unknown CRS 'EPSG:99999'")],
+)
+def test_bad_grid_crs(tmp_path: Path, cache: Path, crs: str, expected: str) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    recipe = write_recipe(tmp_path, image, tiles={"size_px": 16, "grid_crs": crs})
+    assert_rejected(tmp_path, cache, recipe, "tiles.grid_crs", expected)
+
+
+def test_unexpected_error_while_checking_inputs_is_bad_input(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoweave.builders.build as build_module
+
+    def broken(*_args: object) -> None:
+        raise KeyError("band_names")
+
+    monkeypatch.setattr(build_module, "plan_tiles", broken)
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    stderr = assert_rejected(tmp_path, cache, write_recipe(tmp_path, image), "KeyError")
+    assert "checking the inputs failed" in stderr
+
+
+def test_unexpected_error_in_the_build_exits_1_with_the_traceback_only_under_debug(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoweave.builders.build as build_module
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(build_module, "build", broken)
+    recipe = str(write_recipe(tmp_path, rasters.write_rgb(tmp_path / "scene.tif")))
+    plain = run_main("run", recipe, "-o", str(tmp_path / "out"))
+    assert plain.returncode == 1
+    assert "the build failed: RuntimeError: disk on fire" in plain.stderr
+    assert "--debug" in plain.stderr and "Traceback" not in plain.stderr
+    debug = run_main("run", recipe, "-o", str(tmp_path / "out"), "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "disk on fire" in debug.stderr

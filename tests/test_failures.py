@@ -1,54 +1,119 @@
-"""A shard that keeps failing is retried, then recorded as failed; the other shards complete."""
+"""Faults: one bad tile is rejected with its error and its shard completes; a lost worker is
+retried per shard, then recorded as failed; a deterministic shard fault is not retried."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
+import shapely
 import yaml
 
-from tests.conftest import run_cli
-from tests.data.raster_fixture import write_cog_with_bad_block
+from tests.conftest import REPO, run_cli
+from tests.data.labels_fixture import write_cover
+from tests.data.raster_fixture import ORIGIN, write_cog_with_bad_block, write_rgb
 
 pytestmark = pytest.mark.integration
+PLUGIN = REPO / "tests" / "data" / "plugins" / "faulty.py"
+RELAXED = {"min_labels_v1": {"min_labels": 0}, "nodata_v1": {"max_fraction": 1.0}}
 
 
-def test_failed_shard_is_recorded_and_the_rest_complete(tmp_path: Path) -> None:
-    image = write_cog_with_bad_block(tmp_path / "damaged_cog.tif")
+def _recipe(tmp_path: Path, imagery: dict[str, Any], **extra: Any) -> Path:
+    cover = write_cover(tmp_path / "cover.geojson", 10240)  # every tile gets a caption
     recipe = {
+        "labels": {"vector": [{"path": str(cover)}]},
         "name": "dmg",
-        "imagery": [{"name": "img", "path": str(image), "scale": "none"}],
-        "tiles": {"size_px": 128, "gsd_m": [10]},
-        "filters": {"min_labels": 0, "max_nodata_fraction": 1.0},
+        "imagery": [imagery],
+        "tiles": {"size_px": 64, "gsd_m": [10], "grid_crs": "EPSG:32610"},
+        "filters": RELAXED,
         "output": {"samples_per_shard": 16},
         "execution": {"num_cpus": 2, "retries": 1},
+        **extra,
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_damaged_block_rejects_only_the_tiles_over_it(tmp_path: Path) -> None:
+    image = write_cog_with_bad_block(tmp_path / "damaged_cog.tif")
+    recipe = _recipe(tmp_path, {"name": "img", "path": str(image), "scale": "none"})
     out = tmp_path / "out"
-    res = run_cli("run", str(path), "-o", str(out), "--no-progress")
-    assert res.returncode == 1, res.stderr[-2000:]  # some shards failed: rerun to retry them
-    assert "failed" in res.stderr
+    res = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
+    assert res.returncode == 0, res.stderr[-2000:]  # the build completes
 
     con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
-    shards = dict(con.execute("SELECT status, count(*) FROM shards GROUP BY 1").fetchall())
-    assert shards.get("failed", 0) >= 1 and shards.get("complete", 0) >= 1
-    error = con.execute("SELECT error FROM shards WHERE status = 'failed'").fetchone()[0]
-    assert "damaged_cog.tif" in error or "Read failed" in error
-    failed_tiles = con.execute(
+    assert con.execute("SELECT DISTINCT status FROM shards").fetchall() == [("complete",)]
+    rows = con.execute(
+        "SELECT transform, status, reject_reason, rejected_by, error, shard FROM samples "
+        "WHERE reject_reason IS DISTINCT FROM 'no_imagery_coverage'"
+    ).fetchall()
+    con.close()
+    # Block (1, 1) of 256 px at 10 m, with the 2-pixel read margin of a window.
+    x0, y1 = ORIGIN[0] + 2560, ORIGIN[1] - 2560
+    block = shapely.box(x0 - 20, y1 - 2560 - 20, x0 + 2560 + 20, y1 + 20)
+    errors, over_block_shards = 0, set()
+    for transform, status, reason, by, error, shard in rows:
+        minx, maxy = transform[2], transform[5]
+        tile = shapely.box(minx, maxy - 640, minx + 640, maxy)
+        if reason == "error":
+            errors += 1
+            over_block_shards.add(shard)
+            assert by == "read" and "RasterioIOError" in error, error
+            assert tile.intersects(block)
+        elif not tile.intersects(block):
+            assert status == "kept", (reason, error)
+    assert errors >= 1
+    kept_beside = [r for r in rows if r[5] in over_block_shards and r[1] == "kept"]
+    assert kept_beside  # the shards over the block kept their other tiles
+
+
+def _count(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_lost_worker_is_retried_then_recorded_failed_and_rerun(tmp_path: Path) -> None:
+    image = write_rgb(tmp_path / "scene.tif", size=256)
+    attempts = tmp_path / "attempts.txt"
+    imagery = {"name": "img", "type": "crashing_geotiff_test", "path": str(image)}
+    imagery |= {"scale": "none", "attempts_file": str(attempts), "shard": 1}
+    recipe = _recipe(tmp_path, imagery, plugins=[str(PLUGIN)])
+    out = tmp_path / "out"
+    res = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
+    assert res.returncode == 1, res.stderr[-2000:]  # some shards failed: rerun to retry them
+    assert "failed" in res.stderr
+    assert _count(attempts) == 2  # the first attempt and one retry (execution.retries: 1)
+
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    shards = dict(con.execute("SELECT shard, status FROM shards").fetchall())
+    assert shards[1] == "failed" and all(s == "complete" for k, s in shards.items() if k != 1)
+    failed = con.execute(
         "SELECT count(*) FROM samples WHERE status = 'failed' AND reject_reason = 'shard_failed'"
     ).fetchone()[0]
-    assert (
-        failed_tiles
-        == con.execute("SELECT sum(tiles) FROM shards WHERE status = 'failed'").fetchone()[0]
-    )
-    planned = con.execute("SELECT count(*) FROM samples").fetchone()[0]
-    keys = con.execute("SELECT count(DISTINCT key) FROM samples").fetchone()[0]
-    assert planned == keys  # every tile once: kept, rejected or failed
+    assert failed == con.execute("SELECT tiles FROM shards WHERE shard = 1").fetchone()[0]
+    planned = con.execute("SELECT count(*), count(DISTINCT key) FROM samples").fetchone()
+    assert planned[0] == planned[1]  # every tile once: kept, rejected or failed
     con.close()
 
-    again = run_cli("run", str(path), "-o", str(out), "--no-progress")
-    assert again.returncode == 1
-    assert f"{shards['failed']} run now" in again.stdout  # only the failed shards are retried
+    again = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
+    assert again.returncode == 1 and "1 run now" in again.stdout  # only the failed shard
+    assert _count(attempts) == 4
     assert not list(out.glob("*.tmp-*"))
+
+
+def test_deterministic_shard_fault_is_not_retried(tmp_path: Path) -> None:
+    image = write_rgb(tmp_path / "scene.tif", size=128)
+    attempts = tmp_path / "attempts.txt"
+    recipe = _recipe(
+        tmp_path,
+        {"name": "img", "path": str(image), "scale": "none"},
+        plugins=[str(PLUGIN)],
+        filters={**RELAXED, "broken_setup_test": {"attempts_file": str(attempts)}},
+        output={"samples_per_shard": 1000},
+    )
+    out = tmp_path / "out"
+    res = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
+    assert res.returncode == 1 and "cannot be set up" in res.stderr, res.stderr[-2000:]
+    assert _count(attempts) == 1  # no retry: the same input fails the same way

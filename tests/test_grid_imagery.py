@@ -10,11 +10,12 @@ import pytest
 import rasterio
 import shapely
 
-from geoweave.builders.errors import FatalError
 from geoweave.builders.plan import NO_COVERAGE, plan_tiles
 from geoweave.builders.recipe import Recipe
-from geoweave.sources.grid import Tile, tile_key, utm_crs
+from geoweave.errors import FatalError
+from geoweave.sources.grid import tile_key, utm_crs
 from geoweave.sources.imagery import GeoTiffSource
+from geoweave.tile import Tile
 from tests.conftest import SF_BAY
 from tests.data.raster_fixture import ORIGIN, write_corrupt, write_no_crs, write_rgb, write_uint16
 

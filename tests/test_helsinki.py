@@ -83,7 +83,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
         # The island polygon is the one label; the scene is 0 around the island, so coastal
         # tiles are mostly fill: allow them (a tile with no pixel at all is still rejected).
-        "filters": {"min_labels": 1, "max_nodata_fraction": 0.95},
+        "filters": {"min_labels_v1": {"min_labels": 1}, "nodata_v1": {"max_fraction": 0.95}},
         "output": {"samples_per_shard": 16},
         "execution": {"num_cpus": 4},
     }

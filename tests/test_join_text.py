@@ -7,11 +7,12 @@ import pytest
 import shapely
 
 from geoweave.builders.join import ShardLabels
-from geoweave.builders.sample import OSM_LICENSE, Sample
 from geoweave.captioning.phrases import element_phrase, phrase, plural
-from geoweave.captioning.qa import TemplateQA
-from geoweave.captioning.templates import TemplateCaptioner
-from geoweave.sources.grid import Tile
+from geoweave.captioning.questions import TemplateQA, TemplateQAOptions
+from geoweave.captioning.templates import TemplateCaptioner, TemplateOptions
+from geoweave.protocols import TileDescription
+from geoweave.record import OSM_LICENSE, Sample
+from geoweave.tile import Tile
 
 CRS = "EPSG:32610"
 TILE = Tile("t_10m_32610_3600_26000", "t", CRS, 10.0, 32, 3600, 26000)  # a 320 m square
@@ -82,6 +83,23 @@ def test_phrases_and_plurals() -> None:
     assert plural("building", 1) == "building"
 
 
+def _cap(s: Sample, per_sample: int = 2, seed: int = 0) -> list:
+    """The template captioner's batch call on one tile's description."""
+    (out,) = TemplateCaptioner(TemplateOptions(per_sample=per_sample), seed).caption(
+        [TileDescription.of(s)]
+    )
+    assert not isinstance(out, Exception)
+    return out
+
+
+def _qa(s: Sample, per_sample: int = 4, seed: int = 0) -> list:
+    (out,) = TemplateQA(TemplateQAOptions(per_sample=per_sample), seed).questions(
+        [TileDescription.of(s)]
+    )
+    assert not isinstance(out, Exception)
+    return out
+
+
 def _sample(labels: ShardLabels) -> Sample:
     s = Sample(TILE)
     s.osm = labels.for_tile(TILE, 1.0)
@@ -91,24 +109,21 @@ def _sample(labels: ShardLabels) -> Sample:
 
 def test_captions_are_deterministic_and_built_from_labels(labels: ShardLabels) -> None:
     s = _sample(labels)
-    a = TemplateCaptioner(seed=0, per_sample=3).caption(s)
-    assert a == TemplateCaptioner(seed=0, per_sample=3).caption(s)
+    a = _cap(s, 3, seed=0)
+    assert a == _cap(s, 3, seed=0)
     assert len(a) == 3 and all(c["captioner"] == "template_v1" for c in a)
     text = " ".join(c["text"] for c in a)
     assert "bench" not in text  # points are not visible
     assert any(
         "2 buildings" in c["text"] or "building in the top-left corner" in c["text"] for c in a
     )
-    seeds = {
-        tuple(c["text"] for c in TemplateCaptioner(seed=k, per_sample=2).caption(s))
-        for k in range(8)
-    }
+    seeds = {tuple(c["text"] for c in _cap(s, 2, seed=k)) for k in range(8)}
     assert len(seeds) > 1  # the seed changes the template choice
 
 
 def test_qa_answers_are_computed_from_labels(labels: ShardLabels) -> None:
     s = _sample(labels)
-    qa = {q["question"]: q for q in TemplateQA(seed=0, per_sample=20).questions(s)}
+    qa = {q["question"]: q for q in _qa(s, 20, seed=0)}
     counts = [q for q in qa.values() if q["kind"] == "count"]
     assert counts
     for q in counts:
@@ -135,11 +150,11 @@ def test_license_names_osm_only_when_osm_labels_are_used(labels: ShardLabels) ->
 
 def test_captions_without_visible_features_use_land_cover_or_nothing() -> None:
     bare = Sample(TILE)
-    assert TemplateCaptioner().caption(bare) == []  # the shard rejects it as no_caption
+    assert _cap(bare) == []  # the shard rejects it as no_caption
     bare.osm = [{"id": "v:1", "source": "v", "tags": {"display_name": "Seurasaari"}}]
-    assert TemplateCaptioner().caption(bare) == []  # free-text attributes are not nouns
+    assert _cap(bare) == []  # free-text attributes are not nouns
     bare.landcover = {"Coniferous forest": 0.4, "Sea": 0.35, "Bare rock": 0.25}
-    texts = [c["text"] for c in TemplateCaptioner(per_sample=3).caption(bare)]
+    texts = [c["text"] for c in _cap(bare, 3)]
     assert len(texts) == 3
     assert all("partly coniferous forest (40%)" in t and "Seurasaari" not in t for t in texts)
 
@@ -148,10 +163,8 @@ def test_lines_are_not_counted_in_captions_or_questions(labels: ShardLabels) -> 
     s = _sample(labels)
     road = next(e for e in s.osm if e["geom_type"] == "line")
     s.osm.append({**road, "id": "w99"})  # the same road, split into two OSM ways
-    texts = [c["text"] for c in TemplateCaptioner(per_sample=5).caption(s)]
+    texts = [c["text"] for c in _cap(s, 5)]
     assert any("residential roads" in t for t in texts)
     assert not any("2 residential roads" in t for t in texts)
-    questions = [
-        q["question"] for q in TemplateQA(per_sample=20).questions(s) if q["kind"] == "count"
-    ]
+    questions = [q["question"] for q in _qa(s, 20) if q["kind"] == "count"]
     assert questions and not any("road" in q for q in questions)

@@ -17,7 +17,7 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
 from geoweave.sources.landcover import LandCoverSource, load_legend, shipped_legends
 
 HERE = Path(__file__).resolve().parent

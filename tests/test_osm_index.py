@@ -15,7 +15,7 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
 from geoweave.sources import osm, osm_stream
 from geoweave.sources.labels import LABEL_COLUMNS
 from geoweave.sources.osm import OsmIndex, build_osm_index

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geoweave.builders.errors import FatalError
 from geoweave.builders.recipe import load_recipe
+from geoweave.errors import FatalError
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -41,7 +41,13 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
         ({"tiles": {"gsd_m": [0]}}, "gsd_m must be > 0"),
         ({"area": {"bbox": [10, 5, 0, 6]}}, "west < east"),
         ({"imagery": [{"name": "a b", "path": "x.tif"}]}, "imagery.0.name"),
-        ({"captions": {"captioner": "gpt"}}, "captions.captioner"),
+        ({"captions": {"name": "gpt"}}, "unknown captioner 'gpt'"),
+        ({"captions": {"captioner": "x"}}, "captions.captioner: unknown option"),
+        ({"filters": {"nodata_v1": {"max_fraction": 2}}}, "filters.nodata_v1.max_fraction"),
+        ({"filters": {"nope_v1": {}}}, "unknown filter 'nope_v1'"),
+        ({"tiles": {"grid_crs": "EPSG:4326"}}, "not a projected (metric) CRS"),
+        ({"tiles": {"grid_crs": "EPSG:99999"}}, "unknown CRS 'EPSG:99999'"),
+        ({"imagery": [{"name": "i", "type": "nope"}]}, "unknown imagery source 'nope'"),
         ({"imagery": [{"name": "i", "path": "x", "bands": [1, 2]}]}, "bands must list 1 or 3"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -96,20 +97,46 @@ def _vocabulary(con: duckdb.DuckDBPyConnection) -> set[str]:
     return vocab | set(OVERRIDES.values())
 
 
+def _words(text: str) -> str:
+    """Lower-case words separated by single spaces, padded: whole-phrase matching by ``in``."""
+    return " " + " ".join(re.findall(r"[a-z0-9]+", text.lower())) + " "
+
+
+def mentioned_phrases(text: str, vocab: set[str]) -> set[str]:
+    """Label phrases a caption names, as whole words ("park" is not in "parking lot")."""
+    words = _words(text)
+    return {p for p in vocab if _words(p) in words or _words(plural(p, 2)) in words}
+
+
+def is_faithful(mentioned: set[str], present: set[str]) -> bool:
+    """Each mentioned phrase is a present phrase or a whole-word part of one ("road" of
+    "service road")."""
+    return all(any(_words(m) in _words(p) for p in present) for m in mentioned)
+
+
+def test_whole_phrase_matching_is_strict() -> None:
+    vocab = {"park", "parking lot", "road", "service road"}
+    assert mentioned_phrases("A parking lot and a service road.", vocab) == {
+        "parking lot",
+        "road",
+        "service road",
+    }
+    assert is_faithful({"parking lot", "road", "service road"}, {"parking lot", "service road"})
+    assert not is_faithful({"park"}, {"parking lot"})  # the substring check let this through
+    assert mentioned_phrases("2 parks.", vocab) == {"park"}
+
+
 def test_captions_mention_only_tags_present_in_the_sample(build: Path) -> None:
     con = _manifest(build)
     vocab = _vocabulary(con)
     rows = con.execute("SELECT osm, captions, license FROM samples WHERE status='kept'").fetchall()
     assert rows
     for osm, captions, license_ in rows:
-        present = {element_phrase(dict(e["tags"])) for e in osm}
+        present = {p for e in osm if (p := element_phrase(dict(e["tags"])))}
         assert captions
         for cap in captions:
-            text = cap["text"]
-            mentioned = {p for p in vocab if f" {p} " in f" {text} " or f" {plural(p, 2)}" in text}
-            # A mentioned phrase may be part of a longer present one ("road" in "service road").
-            stray = {m for m in mentioned if not any(m in p for p in present if p)}
-            assert not stray, (text, present)
+            mentioned = mentioned_phrases(cap["text"], vocab)
+            assert is_faithful(mentioned, present), (cap["text"], present)
             assert cap["captioner"] == "template_v1" and cap["prompt_version"]
         assert "OpenStreetMap" in license_
 
@@ -135,3 +162,50 @@ def test_runs_table_records_recipe_versions_and_input_checksums(build: Path) -> 
     checksums = json.loads(inputs)
     assert any(k.endswith(".osm.pbf") for k in checksums)
     assert all(len(v) == 64 for v in checksums.values())
+
+
+def test_funnel_names_the_filter_of_every_reject(build: Path) -> None:
+    con = _manifest(build)
+    funnel = con.execute(
+        "SELECT step, rejected, remaining FROM funnel ORDER BY position"
+    ).fetchall()
+    steps = [s for s, _, _ in funnel]
+    assert steps[:3] == ["plan", "read", "join"]
+    assert steps.index("nodata_v1") < steps.index("low_variance_v1") < steps.index("min_labels_v1")
+    assert steps[-1] == "encode"
+    by = dict(
+        con.execute(
+            "SELECT rejected_by, count(*) FROM samples WHERE status = 'rejected' GROUP BY 1"
+        ).fetchall()
+    )
+    assert {s: n for s, n, _ in funnel if n} == by
+    kept = con.execute("SELECT count(*) FROM samples WHERE status = 'kept'").fetchone()[0]
+    assert funnel[-1][2] == kept
+    reasons = dict(
+        con.execute(
+            "SELECT reject_reason, any_value(rejected_by) FROM samples "
+            "WHERE status = 'rejected' GROUP BY 1"
+        ).fetchall()
+    )
+    assert reasons["too_few_labels"] == "min_labels_v1"
+    assert reasons["blank_or_low_variance"] == "low_variance_v1"
+
+
+def test_statistics_pass_matches_the_samples_table(build: Path) -> None:
+    con = _manifest(build)
+    stats = con.execute(
+        "SELECT source, gsd_m, status, tiles, captions, qa_pairs FROM statistics_v1 ORDER BY ALL"
+    ).fetchall()
+    direct = con.execute(
+        "SELECT source, gsd_m, status, count(*), sum(len(captions)), sum(len(qa)) "
+        "FROM samples GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert stats == direct and stats
+    marker = json.loads((build / "_passes" / "statistics_v1.json").read_text())
+    assert marker["rows"] == len(stats) and len(marker["fingerprint"]) == 64
+
+
+def test_samples_carry_the_item_the_source_read(build: Path) -> None:
+    con = _manifest(build)
+    items = con.execute("SELECT DISTINCT item_id FROM samples WHERE status = 'kept'").fetchall()
+    assert items == [("sf_bay_landsat7_falsecolor_30m.tif",)]

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 
 from geoweave.builders.build import prepare
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.sample import OSM_LICENSE
 from geoweave.builders.shard import run_shard
 from geoweave.builders.writers import is_complete
+from geoweave.record import OSM_LICENSE
 from tests.conftest import SF_BAY
 
 
@@ -32,10 +32,10 @@ def test_shard_carries_osm_provenance(tmp_path: Path) -> None:
     assert plan.num_shards == 1 and ctx.osm_snapshot == "2016-07-12T16:09:43Z"
     assert str(SF_BAY / "West-Oakland.osm.bz2") in inputs
     stats = run_shard(ctx, 0, plan.shard_tiles(0))
-    assert is_complete(tmp_path, "wo", 0) and stats["tiles"] == len(plan.tiles)
+    assert is_complete(tmp_path, "wo", 0) and stats.tiles == len(plan.tiles)
     rows = pq.read_table(tmp_path / "wo-000000.samples.parquet").to_pylist()
     with_osm = [r for r in rows if r["osm_ids"]]
-    assert with_osm and stats["kept"] >= 1
+    assert with_osm and stats.kept >= 1
     for r in rows:
         assert r["osm_snapshot"] == ("2016-07-12T16:09:43Z" if r["osm_ids"] else None)
     for r in with_osm:

@@ -9,7 +9,7 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import Point, box
 
-from geoweave.builders.errors import FatalError
+from geoweave.errors import FatalError
 from geoweave.sources.labels import LABEL_COLUMNS
 from geoweave.sources.vector import VectorLabelSource
 

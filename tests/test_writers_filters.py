@@ -10,12 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from geoweave.builders.recipe import FiltersConfig
-from geoweave.builders.sample import Sample
-from geoweave.builders.shard import encode_jpeg
+from geoweave.builders.encode import encode_jpeg
+from geoweave.builders.recipe import load_recipe
+from geoweave.builders.shard import apply_filters
 from geoweave.builders.writers import ShardWriter, is_complete, remove_temporaries
-from geoweave.qa.filters import apply_filters, build_filters
-from geoweave.sources.grid import Tile
+from geoweave.qa.filters import LowVarianceFilter, MinLabelsFilter, NodataFilter, grey_std
+from geoweave.record import Sample
+from geoweave.tile import Tile
 
 
 def _sample(i: int, kept: bool = True) -> Sample:
@@ -32,7 +33,7 @@ def _sample(i: int, kept: bool = True) -> Sample:
     ]
     s.scores = {"nodata_fraction": 0.0}
     if not kept:
-        s.reject("too_few_labels")
+        s.reject("too_few_labels", by="min_labels_v1")
     return s
 
 
@@ -41,14 +42,13 @@ def test_shard_round_trip_and_completion_marker(tmp_path: Path) -> None:
     for i in range(4):
         w.write(_sample(i, kept=i != 2))
     assert not is_complete(tmp_path, "ds", 3)
-    stats = w.finish({"seconds": 1.0})
+    stats = w.finish(["plan", "read", "min_labels_v1", "encode"], {"seconds": 1.0})
     assert is_complete(tmp_path, "ds", 3)
-    assert (
-        stats["tiles"] == 4
-        and stats["kept"] == 3
-        and stats["reject_reasons"] == {"too_few_labels": 1}
-    )
-    assert sorted(stats["files"]) == [
+    assert stats.tiles == 4 and stats.kept == 3 and stats.reject_reasons == {"too_few_labels": 1}
+    assert stats.funnel == {"plan": 0, "read": 0, "min_labels_v1": 1, "encode": 0}
+    assert stats.seconds == 1.0
+    assert json.loads((tmp_path / "ds-000003.stats.json").read_text())["funnel"] == stats.funnel
+    assert sorted(stats.files) == [
         "ds-000003.parquet",
         "ds-000003.samples.parquet",
         "ds-000003.tar",
@@ -98,10 +98,40 @@ def test_filters_reject_with_reason_and_record_scores(
     s.rgb = np.clip(128 + rng.normal(0, std, (8, 8, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
     s.nodata_fraction = nodata
     s.osm = s.osm * n_labels
-    apply_filters(
-        s, build_filters(FiltersConfig(max_nodata_fraction=0.2, min_std=2.0, min_labels=1))
-    )
+    filters = [
+        NodataFilter(NodataFilter.Options(max_fraction=0.2)),
+        LowVarianceFilter(LowVarianceFilter.Options(min_std=2.0)),
+        MinLabelsFilter(MinLabelsFilter.Options(min_labels=1)),
+    ]
+    apply_filters([s], filters)
     assert s.reject_reason == reason
+    assert (
+        s.rejected_by
+        == {
+            None: None,
+            "too_much_nodata": "nodata_v1",
+            "no_imagery_data": "nodata_v1",
+            "blank_or_low_variance": "low_variance_v1",
+            "too_few_labels": "min_labels_v1",
+        }[reason]
+    )
     assert s.status == ("kept" if reason is None else "rejected")
     assert set(s.scores) == {"nodata_fraction", "grey_std", "n_labels"}
     assert s.scores["n_labels"] == n_labels
+
+
+def test_grey_std_equals_the_float_grey_image_std() -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert grey_std(rgb) == pytest.approx(float(np.std(rgb.mean(axis=2))), rel=1e-12)
+
+
+def test_recipe_filters_merge_over_the_defaults_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "name: t\nimagery: [{name: i, path: x.tif}]\n"
+        "filters: {low_variance_v1: false, min_labels_v1: {min_labels: 3}}\n"
+    )
+    r = load_recipe(path)
+    assert list(r.filters) == ["nodata_v1", "min_labels_v1"]
+    assert r.filters["min_labels_v1"] == {"min_labels": 3}
+    assert r.filters["nodata_v1"] == {"max_fraction": 0.2}  # defaults filled in

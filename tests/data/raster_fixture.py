@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.transform import from_origin
 
 # EPSG:32610 (UTM 10N) origin near West Oakland, (-122.30, 37.80) in lon/lat.
@@ -64,7 +65,9 @@ def write_corrupt(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def write_cog_with_bad_block(path: Path, seed: int = 0, size: int = 1024, block: int = 256) -> Path:
+def write_cog_with_bad_block(
+    path: Path, seed: int = 0, size: int = 1024, block: int = 256, overviews: bool = True
+) -> Path:
     """A tiled, deflated GeoTIFF with overviews whose one full-resolution block is garbage.
 
     The overviews are intact, so a decimated read (the up-front check) succeeds; only reads of
@@ -87,14 +90,71 @@ def write_cog_with_bad_block(path: Path, seed: int = 0, size: int = 1024, block:
     }
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(rng.integers(30, 220, size=(3, size, size), dtype=np.uint8))
-    with rasterio.open(path, "r+") as ds:
-        ds.build_overviews([2, 4, 8])
+    if overviews:
+        with rasterio.open(path, "r+") as ds:
+            ds.build_overviews([2, 4, 8])
     with rasterio.open(path) as ds:
         offset = int(ds.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
         length = int(ds.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
     blob = bytearray(path.read_bytes())
     blob[offset : offset + length] = rng.integers(0, 255, length, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(blob))
+    return path
+
+
+def textured(rng: np.random.Generator, shape: tuple[int, int, int], lo: int, hi: int) -> np.ndarray:
+    """Smooth ground-like structure (a few seeded waves) plus pixel noise, in [lo, hi]."""
+    count, h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.empty(shape, dtype=np.float32)
+    for b in range(count):
+        f = rng.uniform(0.005, 0.05, size=(3, 2))
+        phase = rng.uniform(0, 2 * np.pi, size=3)
+        waves = sum(np.sin(f[i, 0] * xx + f[i, 1] * yy + phase[i]) for i in range(3))
+        out[b] = waves / 3 + rng.normal(0, 0.15, size=(h, w))
+    out = (out - out.min()) / (out.max() - out.min())
+    return (lo + out * (hi - lo)).round()
+
+
+def write_textured(
+    path: Path,
+    seed: int = 0,
+    size: int = 512,
+    res: float = 10.0,
+    dtype: str = "uint8",
+    block: int = 256,
+    overviews: tuple[int, ...] = (),
+) -> Path:
+    """A tiled 3-band image in UTM 10N with smooth structure and noise, nodata 0 nowhere.
+
+    Its pixel grid is the tile grid of the same GSD (corner at ``ORIGIN``, a multiple of the
+    pixel size), which is what the aligned read path needs.
+    """
+    rng = np.random.default_rng(seed)
+    top = 250 if dtype == "uint8" else 4000
+    data = textured(rng, (3, size, size), 1, top).astype(dtype)
+    extra = {"tiled": True, "blockxsize": block, "blockysize": block, "compress": "deflate"}
+    _write(path, data, res, **extra)
+    if overviews:
+        with rasterio.open(path, "r+") as ds:
+            ds.build_overviews(list(overviews))
+    return path
+
+
+def write_rotated(
+    path: Path, seed: int = 0, size: int = 384, res: float = 10.0, angle: float = 20.0
+) -> Path:
+    """A 3-band uint8 image in UTM zone 11 (next to the tile grid's zone 10) with a rotated
+    pixel grid, and a nodata (0) strip on its first 16 columns: every tile needs a real warp."""
+    rng = np.random.default_rng(seed)
+    data = textured(rng, (3, size, size), 1, 250).astype(np.uint8)
+    data[:, :, :16] = 0
+    # (-120.08, 37.80): EPSG:32611 coordinates just west of the zone 10 / 11 boundary
+    transform = Affine.translation(229_000.0, 4_188_000.0) * Affine.rotation(angle)
+    transform *= Affine.scale(res, -res)
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8"}
+    with rasterio.open(path, "w", **profile, crs="EPSG:32611", transform=transform, nodata=0) as ds:
+        ds.write(data)
     return path
 
 

@@ -1,0 +1,10 @@
+"""The built-in components: importing this module registers them (a recipe names them)."""
+
+from __future__ import annotations
+
+from geoweave.captioning import questions, templates
+from geoweave.manifests import passes
+from geoweave.qa import filters
+from geoweave.sources import imagery
+
+BUILT_IN = (imagery, templates, questions, filters, passes)

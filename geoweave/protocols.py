@@ -1,0 +1,149 @@
+"""The seams of the pipeline: one small protocol per component family (STYLE.md 14).
+
+``builders/`` depends on these protocols only; a registry (``geoweave.registry``) maps the
+names a recipe uses to implementations. Each protocol has one method that does the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+import numpy as np
+
+from geoweave.record import Caption, LabelElement, QAPair, Sample
+from geoweave.tile import BBox, Tile
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pyarrow as pa
+    from shapely.geometry.base import BaseGeometry
+
+
+@dataclass(slots=True)
+class TileImage:
+    """The pixels of one tile on its grid, and where they came from."""
+
+    data: np.ndarray  # (bands, H, W) in the source dtype; nodata pixels are 0
+    valid: np.ndarray  # (H, W) bool
+    rgb: np.ndarray  # (H, W, 3) uint8 for the JPEG
+    item_id: str | None = None  # the file, scene or STAC item the pixels came from
+    acquired: str | None = None  # ISO 8601, when the source knows it
+
+    @property
+    def nodata_fraction(self) -> float:
+        return float(1.0 - self.valid.mean())
+
+
+class ImagerySource(Protocol):
+    """Pixels for tiles. Plan time: which item covers each tile; read time: the pixels."""
+
+    name: str
+    crs: str
+    res_m: float  # ground resolution in metres (decides average vs bilinear resampling)
+    license: str
+
+    def footprint(self) -> BaseGeometry:
+        """The area with imagery, in lon/lat (the default area of a recipe)."""
+        ...
+
+    def plan(self, tiles: Sequence[Tile]) -> list[str | None]:
+        """Per tile, the item that will be read for it, or None when nothing covers it.
+
+        Runs once at plan time on the driver; must not read pixels.
+        """
+        ...
+
+    def read(self, tiles: Sequence[Tile]) -> list[TileImage | Exception]:
+        """The pixels of a batch of tiles (one shard, all of one GSD); an exception in place of
+        a tile that could not be read, so one bad tile does not fail the others."""
+        ...
+
+
+class LabelSource(Protocol):
+    """Label features (OSM, vector files) for a lon/lat box; see ``geoweave.sources.labels``."""
+
+    name: str
+
+    def query(self, bbox: BBox) -> gpd.GeoDataFrame:
+        """The features whose geometry intersects ``bbox`` (west, south, east, north)."""
+        ...
+
+
+class ClassRaster(Protocol):
+    """A land-cover style class map: class fractions of each tile's valid pixels."""
+
+    name: str
+
+    def fractions(self, tiles: Sequence[Tile]) -> list[tuple[dict[str, float], float] | Exception]:
+        """Per tile, (class name -> fraction of valid pixels, valid fraction)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TileDescription:
+    """What a text generator may know about a tile: rendered from its joined labels only, so a
+    generator cannot mention anything the labels do not hold."""
+
+    key: str
+    gsd_m: float
+    size_px: int
+    elements: tuple[LabelElement, ...] = ()
+    landcover: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, sample: Sample) -> TileDescription:
+        t = sample.tile
+        return cls(t.key, t.gsd_m, t.size_px, tuple(sample.osm), dict(sample.landcover))
+
+
+class Captioner(Protocol):
+    """Captions for a batch of tiles (a batch lets an LLM backend send requests concurrently)."""
+
+    name: str
+
+    def caption(self, batch: Sequence[TileDescription]) -> list[list[Caption] | Exception]:
+        """Per tile, its captions (none: nothing describable), or the exception that stopped it."""
+        ...
+
+
+class QuestionGenerator(Protocol):
+    """Question-answer pairs for a batch of tiles."""
+
+    name: str
+
+    def questions(self, batch: Sequence[TileDescription]) -> list[list[QAPair] | Exception]: ...
+
+
+class Filter(Protocol):
+    """Keep a sample (None) or give the reason to reject it; record the score in ``scores``.
+
+    ``stage`` is ``image`` (runs after pixels and labels, before any text) or ``text`` (after
+    captions and questions).
+    """
+
+    name: str
+    stage: ClassVar[Literal["image", "text"]]
+
+    def check(self, sample: Sample) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class PassInput:
+    """What a corpus pass reads: the shard sidecars of a build (never the tars)."""
+
+    out_dir: Any  # pathlib.Path
+    name: str
+    sidecars: tuple[str, ...]
+
+
+class CorpusPass(Protocol):
+    """A pass over the whole corpus after the shards; its result is an overlay table."""
+
+    name: str
+
+    def run(self, inputs: PassInput) -> pa.Table:
+        """The overlay table (written as ``_passes/{name}.parquet`` and loaded into the
+        manifest as table ``{name}``)."""
+        ...

@@ -1,0 +1,225 @@
+"""The one sample record that flows from read to join to captions to filters to writers.
+
+Its output fields are declared once, in ``COLUMNS``: the WebDataset JSON, the Arrow schemas of
+the sidecar and the Parquet shard, and the manifest's ``samples`` table are all derived from
+that list, so a new field is one line here (STYLE.md 13).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypedDict, get_type_hints
+
+import numpy as np
+import pyarrow as pa
+
+from geoweave.tile import Tile
+
+OSM_LICENSE = "© OpenStreetMap contributors, ODbL 1.0"
+KEPT, REJECTED, FAILED = "kept", "rejected", "failed"
+
+
+class LabelElement(TypedDict):
+    """A visible label feature of a tile (the join's output)."""
+
+    id: str
+    source: str
+    tags: dict[str, str]
+    geom_type: str
+    coverage_px: float
+    coverage_frac: float
+    area_m2: float
+    length_m: float
+    position: str
+    clipped: bool
+
+
+class Caption(TypedDict):
+    text: str
+    style: str
+    captioner: str
+    prompt_version: str
+
+
+class QAPair(TypedDict):
+    question: str
+    answer: str
+    kind: str
+    verified: bool
+
+
+@dataclass(slots=True)
+class Sample:
+    """A tile on its way through the pipeline; stages fill in fields, none invents another."""
+
+    tile: Tile
+    source_license: str = ""
+    label_licenses: dict[str, str] = field(default_factory=dict)  # vector source -> licence
+    acquired: str | None = None
+    item_id: str | None = None
+    osm_snapshot: str | None = None
+    data: np.ndarray | None = None  # (bands, H, W), the source dtype; nodata pixels are 0
+    valid: np.ndarray | None = None  # (H, W) bool
+    rgb: np.ndarray | None = None  # (H, W, 3) uint8
+    bands_tif: bytes | None = None
+    jpeg: bytes | None = None
+    nodata_fraction: float = 0.0
+    osm: list[LabelElement] = field(default_factory=list)
+    landcover: dict[str, float] = field(default_factory=dict)
+    captions: list[Caption] = field(default_factory=list)
+    qa: list[QAPair] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    status: str = KEPT
+    reject_reason: str | None = None
+    rejected_by: str | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.tile.key
+
+    @property
+    def kept(self) -> bool:
+        return self.status == KEPT
+
+    def reject(self, reason: str, by: str | None = None) -> None:
+        """Reject the sample; ``by`` is the versioned name of the stage or filter that did."""
+        self.status, self.reject_reason, self.rejected_by = REJECTED, reason, by
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        """Reject the sample for an exception in one of its stages (per-tile fault isolation)."""
+        self.reject("error", by=stage)
+        self.error = f"{type(exc).__name__}: {exc}"[:2000]
+        self.jpeg = self.bands_tif = None
+
+    def drop_pixels(self) -> None:
+        """Free the arrays once the image is encoded (a shard holds many samples)."""
+        self.data = self.valid = self.rgb = None
+
+    @property
+    def license(self) -> str:
+        """The imagery licence plus the licence of each label source the sample uses."""
+        parts = [self.source_license] if self.source_license else []
+        for source in dict.fromkeys(e["source"] for e in self.osm):
+            lic = OSM_LICENSE if source == "osm" else self.label_licenses.get(source)
+            if lic and lic not in parts:
+                parts.append(lic)
+        return "; ".join(parts)
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but pixels: the JSON of a WebDataset sample and the sidecar row."""
+        return {c.name: c.get(self) for c in COLUMNS}
+
+
+# ---- the field list and the views derived from it -------------------------------------------
+
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int32(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+}
+
+
+def _str_map(mapping: bool) -> pa.DataType:
+    return pa.map_(pa.string(), pa.string()) if mapping else pa.string()
+
+
+def _float_map(mapping: bool) -> pa.DataType:
+    return pa.map_(pa.string(), pa.float64()) if mapping else pa.string()
+
+
+def struct_of(typed: type, mapping: bool) -> pa.DataType:
+    """The Arrow struct of a TypedDict; ``dict[str, str]`` fields become maps (or JSON text)."""
+    fields = []
+    for name, hint in get_type_hints(typed).items():
+        fields.append((name, _SCALARS[hint] if hint in _SCALARS else _str_map(mapping)))
+    return pa.struct(fields)
+
+
+def _bbox(s: Sample) -> dict[str, float]:
+    w, so, e, n = s.tile.bbox_lonlat()
+    return {"west": w, "south": so, "east": e, "north": n}
+
+
+def _osm_ids(s: Sample) -> list[str]:
+    return [el["id"] for el in s.osm if el["source"] == "osm"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One output field: its name, its Arrow type (maps as Arrow maps or as JSON text), and how
+    to read it off a sample."""
+
+    name: str
+    arrow: Callable[[bool], pa.DataType]
+    get: Callable[[Sample], Any]
+    json_map: bool = False  # a Python dict stored as an Arrow map or as JSON text
+
+
+def _fixed(t: pa.DataType) -> Callable[[bool], pa.DataType]:
+    return lambda _mapping: t
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("key", _fixed(pa.string()), lambda s: s.key),
+    Column("shard", _fixed(pa.int32()), lambda s: s.tile.shard),
+    Column("status", _fixed(pa.string()), lambda s: s.status),
+    Column("reject_reason", _fixed(pa.string()), lambda s: s.reject_reason),
+    Column("rejected_by", _fixed(pa.string()), lambda s: s.rejected_by),
+    Column("error", _fixed(pa.string()), lambda s: s.error),
+    Column("source", _fixed(pa.string()), lambda s: s.tile.source),
+    Column("item_id", _fixed(pa.string()), lambda s: s.item_id),
+    Column("acquired", _fixed(pa.string()), lambda s: s.acquired),
+    Column("crs", _fixed(pa.string()), lambda s: s.tile.crs),
+    Column("transform", _fixed(pa.list_(pa.float64())), lambda s: list(s.tile.transform)[:6]),
+    Column("gsd_m", _fixed(pa.float64()), lambda s: s.tile.gsd_m),
+    Column("size_px", _fixed(pa.int32()), lambda s: s.tile.size_px),
+    Column(
+        "bbox",
+        _fixed(pa.struct([(k, pa.float64()) for k in ("west", "south", "east", "north")])),
+        _bbox,
+    ),
+    Column("osm_ids", _fixed(pa.list_(pa.string())), _osm_ids),
+    Column("osm_snapshot", _fixed(pa.string()), lambda s: s.osm_snapshot if _osm_ids(s) else None),
+    Column("osm", lambda m: pa.list_(struct_of(LabelElement, m)), lambda s: s.osm),
+    Column("landcover", _float_map, lambda s: s.landcover, json_map=True),
+    Column("captions", lambda m: pa.list_(struct_of(Caption, m)), lambda s: s.captions),
+    Column("qa", lambda m: pa.list_(struct_of(QAPair, m)), lambda s: s.qa),
+    Column("scores", _float_map, lambda s: s.scores, json_map=True),
+    Column("license", _fixed(pa.string()), lambda s: s.license),
+    Column("caption", _fixed(pa.string()), lambda s: s.captions[0]["text"] if s.captions else None),
+)
+
+
+def schema(mapping: bool, images: bool = False) -> pa.Schema:
+    """The Arrow schema of sample rows; ``images`` adds the ``jpg`` and ``tif`` columns."""
+    fields = [(c.name, c.arrow(mapping)) for c in COLUMNS]
+    if images:
+        fields += [("jpg", pa.binary()), ("tif", pa.binary())]
+    return pa.schema(fields)
+
+
+# The sidecar feeds DuckDB, which queries maps well (tags['building']); the Parquet shard is
+# read by Hugging Face `datasets`, which has no map type, so its maps are JSON strings.
+SIDECAR_SCHEMA = schema(mapping=True)
+PARQUET_SCHEMA = schema(mapping=False, images=True)
+
+
+def _convert(meta: dict[str, Any], mapping: bool) -> dict[str, Any]:
+    """Python dicts to Arrow map entries (lists of pairs) or to JSON text."""
+    conv = (lambda d: list(d.items())) if mapping else (lambda d: json.dumps(d, sort_keys=True))
+    row = dict(meta)
+    row["osm"] = [{**e, "tags": conv(e["tags"])} for e in meta["osm"]]
+    for c in COLUMNS:
+        if c.json_map:
+            row[c.name] = conv(meta[c.name])
+    return row
+
+
+def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Sample metadata dicts (plus image columns for the Parquet shard) to a typed table."""
+    mapping = pa.types.is_map(schema.field("landcover").type)
+    return pa.Table.from_pylist([_convert(r, mapping) for r in rows], schema=schema)

@@ -1,0 +1,67 @@
+"""A planned tile (a grid cell at one GSD over one imagery source) and CRS helpers.
+
+Part of the kernel: the sample record holds a tile, and every package reads its footprint.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from affine import Affine
+from pyproj import Transformer
+
+BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """One planned tile: a grid cell at one GSD over one imagery source.
+
+    ``item`` is what the imagery source chose for the tile at plan time (a file, a STAC item, a
+    scene id); ``plan_reject`` is set when the plan already knows the tile has no imagery.
+    """
+
+    key: str
+    source: str
+    crs: str
+    gsd_m: float
+    size_px: int
+    col: int
+    row: int
+    shard: int = -1
+    plan_reject: str | None = None
+    item: str | None = None
+
+    @property
+    def ground_m(self) -> float:
+        return self.gsd_m * self.size_px
+
+    @property
+    def bounds(self) -> BBox:
+        """(minx, miny, maxx, maxy) in the grid CRS."""
+        g = self.ground_m
+        return (self.col * g, self.row * g, (self.col + 1) * g, (self.row + 1) * g)
+
+    @property
+    def transform(self) -> Affine:
+        minx, _, _, maxy = self.bounds
+        return Affine(self.gsd_m, 0.0, minx, 0.0, -self.gsd_m, maxy)
+
+    def bbox_lonlat(self) -> BBox:
+        return transform_bbox(self.bounds, self.crs, "EPSG:4326")
+
+
+@functools.lru_cache(maxsize=64)
+def transformer(src: str, dst: str) -> Transformer:
+    """A cached lon/lat-ordered transformer: building one costs ~1 ms, using it microseconds.
+
+    Shard tasks run one per process, so sharing a transformer is safe here (pyproj transformers
+    must not be shared between threads).
+    """
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def transform_bbox(bbox: BBox, src: str, dst: str) -> BBox:
+    """Bounds of a box after reprojection, densified so curved edges are covered."""
+    return transformer(src, dst).transform_bounds(*bbox, densify_pts=21)

@@ -1,0 +1,117 @@
+"""Corpus passes: work over the whole corpus after the shards (statistics, near-duplicates,
+splits), each writing an overlay table beside the shards.
+
+A pass reads the shard sidecars, never the tars. Its result goes to ``_passes/{name}.parquet``
+and a completion marker ``_passes/{name}.json`` holding a fingerprint of what it read (the stats
+file of every shard it read: a rewritten shard has new stats); a rerun skips a pass whose
+fingerprint still matches. The manifest loads each overlay as a table named after the pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from geoweave.protocols import CorpusPass, PassInput
+from geoweave.registry import CORPUS_PASSES
+
+log = logging.getLogger("geoweave")
+PASSES_DIR = "_passes"
+
+
+def fingerprint(out_dir: Path, name: str) -> str:
+    """A hash of every shard's stats file: it changes whenever a shard is (re)written."""
+    h = hashlib.sha256()
+    for p in sorted(out_dir.glob(f"{name}-*.stats.json")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def run_passes(out_dir: Path, name: str, passes: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Run each pass whose input changed since its last run; returns the names that ran."""
+    folder = out_dir / PASSES_DIR
+    folder.mkdir(exist_ok=True)
+    fp = fingerprint(out_dir, name)
+    sidecars = tuple(sorted(str(p) for p in out_dir.glob(f"{name}-*.samples.parquet")))
+    ran = []
+    for pass_name, options in passes:
+        marker = folder / f"{pass_name}.json"
+        if _marker(marker).get("fingerprint") == fp and (folder / f"{pass_name}.parquet").exists():
+            continue
+        component: CorpusPass = CORPUS_PASSES.build(pass_name, options)
+        table = component.run(PassInput(out_dir, name, sidecars))
+        _write_atomic_parquet(table, folder / f"{pass_name}.parquet")
+        _write_atomic_text(marker, json.dumps({"fingerprint": fp, "rows": table.num_rows}))
+        log.info("corpus pass %s: %d rows", pass_name, table.num_rows)
+        ran.append(pass_name)
+    return ran
+
+
+def overlays(out_dir: Path) -> dict[str, Path]:
+    """Completed overlay tables by pass name."""
+    folder = out_dir / PASSES_DIR
+    return {
+        p.stem: p for p in sorted(folder.glob("*.parquet")) if (folder / f"{p.stem}.json").exists()
+    }
+
+
+def _marker(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_atomic_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _write_atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+STATISTICS_SQL = """
+SELECT source, gsd_m, status, count(*) AS tiles,
+       sum(len(captions)) AS captions, sum(len(qa)) AS qa_pairs,
+       count(DISTINCT shard) AS shards
+FROM read_parquet(?) GROUP BY ALL ORDER BY ALL
+"""
+STATISTICS_SCHEMA = pa.schema(
+    [("source", pa.string()), ("gsd_m", pa.float64()), ("status", pa.string())]
+    + [("tiles", pa.int64()), ("captions", pa.int64()), ("qa_pairs", pa.int64())]
+    + [("shards", pa.int64())]
+)
+
+
+@CORPUS_PASSES.add("statistics_v1")
+class StatisticsPass:
+    """Tiles, captions and QA pairs per imagery source, GSD and status (the build summary)."""
+
+    name = "statistics_v1"
+
+    def __init__(self, _opts: Any = None) -> None:
+        pass
+
+    def run(self, inputs: PassInput) -> pa.Table:
+        if not inputs.sidecars:
+            return STATISTICS_SCHEMA.empty_table()
+        con = duckdb.connect()
+        try:
+            table = con.execute(STATISTICS_SQL, [list(inputs.sidecars)]).fetch_arrow_table()
+        finally:
+            con.close()
+        return table.cast(STATISTICS_SCHEMA)

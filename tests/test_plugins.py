@@ -1,0 +1,77 @@
+"""Third-party components: the README's filter example, loaded from a recipe, runs in a shard
+with its versioned name in the funnel; bad plugins and bad options fail before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from geoweave.builders.build import prepare
+from geoweave.builders.recipe import load_recipe
+from geoweave.builders.shard import run_shard
+from geoweave.errors import FatalError
+from tests.conftest import REPO
+from tests.data.labels_fixture import write_cover
+from tests.data.raster_fixture import _write
+
+EXAMPLE = REPO / "examples" / "plugins" / "dark_fraction_filter.py"
+
+
+def _scene(path: Path) -> Path:
+    """Left half dark (values 0-9, no nodata declared), right half bright texture."""
+    rng = np.random.default_rng(4)
+    data = rng.integers(60, 220, size=(3, 128, 128), dtype=np.uint8)
+    data[:, :, :64] = rng.integers(1, 10, size=(3, 128, 64), dtype=np.uint8)
+    return _write(path, data, 10.0)
+
+
+def _recipe(tmp_path: Path, **filters: object) -> Path:
+    recipe = {
+        "labels": {"vector": [{"path": str(write_cover(tmp_path / "fields.geojson", 1280))}]},
+        "name": "plug",
+        "plugins": [str(EXAMPLE)],
+        "imagery": [{"name": "img", "path": str(_scene(tmp_path / "scene.tif")), "scale": "none"}],
+        "tiles": {"size_px": 32, "gsd_m": [10], "grid_crs": "EPSG:32610"},
+        "filters": {"min_labels_v1": False, "nodata_v1": {"max_fraction": 1.0}, **filters},
+        "output": {"samples_per_shard": 1000},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_example_filter_runs_from_a_recipe_with_its_name_in_the_funnel(tmp_path: Path) -> None:
+    recipe = load_recipe(_recipe(tmp_path, max_dark_fraction_v1={"max_fraction": 0.5}))
+    assert list(recipe.filters) == ["nodata_v1", "low_variance_v1", "max_dark_fraction_v1"]
+    ctx, plan, _ = prepare(recipe, tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    stats = run_shard(ctx, 0, plan.shard_tiles(0))
+    rows = pq.read_table(tmp_path / "out" / "plug-000000.samples.parquet").to_pylist()
+    dark = [r for r in rows if r["reject_reason"] == "too_dark"]
+    assert dark and all(r["rejected_by"] == "max_dark_fraction_v1" for r in dark)
+    assert all(dict(r["scores"])["dark_fraction"] > 0.5 for r in dark)
+    scored = [r for r in rows if r["status"] == "kept"]
+    assert scored and all(dict(r["scores"])["dark_fraction"] <= 0.5 for r in scored)
+    assert stats.funnel["max_dark_fraction_v1"] == len(dark)
+    assert list(stats.funnel).index("max_dark_fraction_v1") > list(stats.funnel).index(
+        "low_variance_v1"
+    )
+
+
+def test_bad_option_of_a_plugin_component_is_named(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, max_dark_fraction_v1={"max_fraction": 3})
+    with pytest.raises(FatalError, match=r"filters\.max_dark_fraction_v1\.max_fraction"):
+        load_recipe(path)
+
+
+def test_missing_plugin_file_fails_before_work(tmp_path: Path) -> None:
+    path = _recipe(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["plugins"] = ["no_such_plugin.py"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(FatalError, match=r"plugins: cannot import .*no_such_plugin\.py"):
+        load_recipe(path)
