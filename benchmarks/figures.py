@@ -1,176 +1,126 @@
-"""The measurements of ``benchmarks/run.py``; each returns a dict of figures (seconds, rates).
+"""The small-tile figures on the real SF Bay sample: 8 px per-tile overhead, join, OSM index.
 
-All of them use one recipe (``write_recipe``) over the real SF Bay sample, so they time the
-same tiles.
+The 8 px build goes through the CLI like every other build. The join and OSM-index figures
+time geoweave internals (``ShardLabels``, ``build_osm_index``) that have no public surface;
+they import them lazily, so an internal that moved makes that one figure report
+``figure unavailable: <ImportError>`` instead of stopping the benchmark.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import geopandas as gpd
-import osmium
-import pyarrow.parquet as pq
-import shapely
-import webdataset as wds
-import yaml
+from benchmarks.builds import OUT, plan, run_build, write_recipe
 
-from geoweave.builders.build import build, cache_root, plan_table, prepare
-from geoweave.builders.join import ShardLabels
-from geoweave.builders.plan import Plan
-from geoweave.builders.recipe import Recipe
-from geoweave.builders.shard import encode_jpeg, open_imagery, open_label_sources, run_shard
-from geoweave.manifests.manifest import PLAN, write_manifest
-from geoweave.sources.grid import Tile
-from geoweave.sources.osm import OsmIndex, build_osm_index
-
-OUT = Path(__file__).resolve().parent / "out"
-DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sf-bay"
+DATA = Path(__file__).resolve().parents[2] / "shared/data/sf-bay"
 IMAGE = DATA / "sf_bay_landsat7_falsecolor_30m.tif"
 PBF = DATA / "sf_bay_osm_overpass_20171020.osm.pbf"
-NAIVE_SAMPLE = 500  # tiles timed with the naive sjoin
+RECIPE = OUT / "recipe.yaml"  # also read by profile_shards.py
 REPEATS = 3  # OSM index build and bare osmium pass: best of this many
-MANIFEST_COUNTS = """
-SELECT (SELECT count(*) FROM samples), (SELECT count(*) FROM samples WHERE status = 'kept'),
-       (SELECT sum(seconds) FROM shards WHERE status = 'complete')
-"""
-
-Groups = dict[int, list[Tile]]
 
 
-def write_recipe() -> Path:
-    """8 px tiles at 24 m (about the source's ground resolution) and 48 m: ~10,900 tiles."""
+def guarded(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one figure; a moved internal or a failure becomes a line, not a crash."""
+    try:
+        return fn()
+    except ImportError as e:
+        print(f"{name}: figure unavailable: {e!r}", flush=True)
+        return {"unavailable": repr(e)}
+    except Exception as e:  # one broken figure must not hide the others
+        traceback.print_exc()
+        print(f"{name}: figure failed: {e!r}", flush=True)
+        return {"failed": repr(e)}
+
+
+def small_tile_recipe(quick: bool) -> Path:
+    """8 px tiles at 24 m and 48 m (48 m only with --quick): per-tile costs dominate."""
     recipe = {
         "name": "bench",
         "imagery": [{"name": "landsat7", "path": str(IMAGE), "scale": "none"}],
-        "tiles": {"size_px": 8, "gsd_m": [24, 48]},
+        "tiles": {"size_px": 8, "gsd_m": [48] if quick else [24, 48]},
         "labels": {"osm": [str(PBF)], "min_pixels": 2},
         "output": {"dir": str(OUT / "e2e"), "samples_per_shard": 64},
         "execution": {"num_cpus": 1},
     }
-    path = OUT / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
+    return write_recipe(recipe, RECIPE)
 
 
-def shard_groups(plan: Plan) -> Groups:
-    """The plan's tiles by shard, in plan order (what each shard task gets)."""
-    groups: Groups = defaultdict(list)
-    for tile in plan.tiles:
+def per_tile_overhead(recipe: Path, min_tiles: int) -> dict[str, Any]:
+    """One-worker CLI build of the 8 px recipe; the OSM index is built by ``plan`` first."""
+    tiles, _ = plan(recipe)
+    assert tiles >= min_tiles, f"only {tiles} tiles planned; make the tiles smaller"
+    result = run_build(recipe, OUT / "e2e", workers=1)
+    result["ms_per_tile_inside"] = result["shard_s_sum"] / result["tiles"] * 1e3
+    return result
+
+
+def shard_groups(recipe_path: Path) -> tuple[Any, dict[int, list[Any]]]:
+    """The recipe and its planned tiles by shard (geoweave internals)."""
+    from geoweave.builders.plan import plan_tiles
+    from geoweave.builders.recipe import load_recipe
+    from geoweave.builders.shard import open_imagery
+
+    recipe = load_recipe(recipe_path)
+    groups: dict[int, list[Any]] = defaultdict(list)
+    for tile in plan_tiles(recipe, [open_imagery(c) for c in recipe.imagery]).tiles:
         groups[tile.shard].append(tile)
-    return dict(groups)
+    return recipe, dict(groups)
 
 
-def osm_index(recipe: Recipe) -> OsmIndex:
-    """The recipe's OSM index in the benchmark cache (built on first use, then reused)."""
+def osm_index(recipe: Any) -> Any:
+    from geoweave.builders.build import cache_root
+    from geoweave.sources.osm import build_osm_index
+
     return build_osm_index(PBF, cache_root(recipe) / "osm", recipe.labels.tag_keys)
 
 
-def end_to_end(recipe: Recipe) -> dict[str, Any]:
-    """A real ``build()`` on local Ray with one CPU: one worker runs every shard."""
-    osm_index(recipe)  # the one-off index build is not timed
-    shutil.rmtree(recipe.output.dir, ignore_errors=True)
-    t0 = time.perf_counter()
-    summary = build(recipe, progress=False)
-    seconds = time.perf_counter() - t0
-    with duckdb.connect(summary["manifest"], read_only=True) as con:
-        row = con.execute(MANIFEST_COUNTS).fetchone()
-    assert row is not None and summary["shards_failed"] == 0, "see benchmarks/out/e2e"
-    tiles, kept, in_shards = row
-    return {
-        "mode": "build(recipe) on local Ray, execution.num_cpus=1 (one worker)",
-        "tiles": tiles,
-        "kept": kept,
-        "shards": summary["shards_planned"],
-        "seconds": seconds,
-        "tiles_per_s": tiles / seconds,
-        "shard_task_seconds": in_shards,
-        "outside_shard_tasks_seconds": seconds - in_shards,
-    }
+def naive_ms(index: Any, sample: list[Any], found: dict[str, set[str]]) -> tuple[float, int]:
+    """A geopandas sjoin of each sampled tile against the whole OSM table (sindex prebuilt)."""
+    import geopandas as gpd
+    import shapely
 
-
-def in_process(recipe: Recipe) -> dict[str, Any]:
-    """The same build without Ray: prepare, ``run_shard`` per shard, ``write_manifest``."""
-    out = OUT / "inproc"
-    shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    ctx, plan, _ = prepare(recipe, out)
-    out.mkdir(parents=True)
-    pq.write_table(plan_table(plan, recipe), out / PLAN)
-    kept = sum(run_shard(ctx, s, tiles)["kept"] for s, tiles in shard_groups(plan).items())
-    write_manifest(out, recipe.name)
-    seconds = time.perf_counter() - t0
-    n = len(plan.tiles)
-    return {"tiles": n, "kept": kept, "seconds": seconds, "tiles_per_s": n / seconds}
-
-
-def floor(recipe: Recipe, groups: Groups) -> dict[str, Any]:
-    """Read + to_rgb8 + JPEG + tar for every tile, in-process, one tar per shard."""
-    src = open_imagery(recipe.imagery[0])
-    quality = recipe.output.jpeg_quality
-    folder = OUT / "floor"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    n = 0
-    t0 = time.perf_counter()
-    for shard, tiles in groups.items():
-        with wds.TarWriter(str(folder / f"floor-{shard:06d}.tar")) as tar:
-            for tile in tiles:
-                rgb = src.to_rgb8(src.read_tile(tile))
-                tar.write({"__key__": tile.key, "jpg": encode_jpeg(rgb, quality)})
-                n += 1
-    seconds = time.perf_counter() - t0
-    return {"tiles": n, "seconds": seconds, "tiles_per_s": n / seconds}
-
-
-def whole_osm_table(index: OsmIndex, crs: str) -> gpd.GeoDataFrame:
-    """Every feature of the index once, in the grid CRS, with its spatial index built."""
-    gdf = gpd.read_parquet(index.root / "cells", columns=["id", "tags", "geometry"])
-    gdf = gdf.drop_duplicates("id").reset_index(drop=True).to_crs(crs)
-    gdf.sindex  # noqa: B018  (built here, outside the timing; geopandas keeps it)
-    return gdf
-
-
-def join(recipe: Recipe, groups: Groups) -> dict[str, Any]:
-    """ShardLabels per shard + for_tile per tile vs a geopandas sjoin per tile on all of OSM."""
-    index = osm_index(recipe)
-    sources = open_label_sources((str(index.root),), recipe.labels)
-    lab = recipe.labels
-    found: dict[str, set[str]] = {}
-    t0 = time.perf_counter()
-    for tiles in groups.values():
-        shard_labels = ShardLabels(sources, tiles)
-        for tile in tiles:
-            elements = shard_labels.for_tile(tile, lab.min_pixels, lab.keep_points)
-            found[tile.key] = {e["id"] for e in elements}
-    fast_s = time.perf_counter() - t0
-    all_tiles = [t for tiles in groups.values() for t in tiles]
-    sample = all_tiles[:: max(1, len(all_tiles) // NAIVE_SAMPLE)][:NAIVE_SAMPLE]
-    table = whole_osm_table(index, sample[0].crs)
+    table = gpd.read_parquet(index.root / "cells", columns=["id", "tags", "geometry"])
+    table = table.drop_duplicates("id").reset_index(drop=True).to_crs(sample[0].crs)
+    table.sindex  # noqa: B018  (built here, outside the timing; geopandas keeps it)
     missed = 0
     t0 = time.perf_counter()
     for tile in sample:
         left = gpd.GeoDataFrame({"key": [tile.key]}, geometry=[shapely.box(*tile.bounds)])
         hits = gpd.sjoin(left.set_crs(tile.crs), table, predicate="intersects")
         missed += not found[tile.key] <= set(hits["id"])
-    naive_s = time.perf_counter() - t0
     assert missed == 0, f"{missed} tiles: the join found elements the naive sjoin did not"
-    fast_ms, naive_ms = fast_s / len(all_tiles) * 1e3, naive_s / len(sample) * 1e3
-    return {
-        "tiles": len(all_tiles),
-        "ms_per_tile": fast_ms,
-        "naive_tiles": len(sample),
-        "naive_ms_per_tile": naive_ms,
-        "naive_table_features": len(table),
-        "speedup": naive_ms / fast_ms,
-    }
+    return (time.perf_counter() - t0) / len(sample) * 1e3, len(table)
+
+
+def join(recipe_path: Path, naive_sample: int) -> dict[str, Any]:
+    """ShardLabels per shard + for_tile per tile vs a naive per-tile sjoin on all of OSM."""
+    from geoweave.builders.join import ShardLabels
+    from geoweave.builders.shard import open_label_sources
+
+    recipe, groups = shard_groups(recipe_path)
+    index, lab = osm_index(recipe), recipe.labels
+    sources = open_label_sources((str(index.root),), lab)
+    found: dict[str, set[str]] = {}
+    t0 = time.perf_counter()
+    for tiles in groups.values():
+        shard_labels = ShardLabels(sources, tiles)
+        for tile in tiles:
+            found[tile.key] = {
+                e["id"] for e in shard_labels.for_tile(tile, lab.min_pixels, lab.keep_points)
+            }
+    all_tiles = [t for tiles in groups.values() for t in tiles]
+    fast_ms = (time.perf_counter() - t0) / len(all_tiles) * 1e3
+    sample = all_tiles[:: max(1, len(all_tiles) // naive_sample)][:naive_sample]
+    slow_ms, features = naive_ms(index, sample, found)
+    return {"tiles": len(all_tiles), "ms_per_tile": fast_ms, "naive_tiles": len(sample),
+            "naive_ms_per_tile": slow_ms, "naive_table_features": features,
+            "speedup": slow_ms / fast_ms}  # fmt: skip
 
 
 def best_of(fn: Callable[[], object], repeats: int = REPEATS) -> float:
@@ -182,22 +132,23 @@ def best_of(fn: Callable[[], object], repeats: int = REPEATS) -> float:
     return min(times)
 
 
-def osm_index_build(recipe: Recipe) -> dict[str, Any]:
-    """build_osm_index into a fresh cache dir vs one bare osmium pass (with areas)."""
+def osm_index_build(recipe_path: Path) -> dict[str, Any]:
+    """build_osm_index into a fresh cache folder vs one bare osmium pass (with areas)."""
+    import osmium
+
+    from geoweave.builders.recipe import load_recipe
+    from geoweave.sources.osm import build_osm_index
+
+    tag_keys = load_recipe(recipe_path).labels.tag_keys
 
     def index_once() -> None:
         with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-            build_osm_index(PBF, tmp, recipe.labels.tag_keys)
+            build_osm_index(PBF, tmp, tag_keys)
 
     def bare_pass() -> None:
         for _ in osmium.FileProcessor(str(PBF)).with_areas():
             pass
 
     index_s, bare_s = best_of(index_once), best_of(bare_pass)
-    return {
-        "input_bytes": PBF.stat().st_size,
-        "index_s": index_s,
-        "bare_osmium_s": bare_s,
-        "ratio": index_s / bare_s,
-        "best_of": REPEATS,
-    }
+    return {"input_bytes": PBF.stat().st_size, "index_s": index_s, "bare_osmium_s": bare_s,
+            "ratio": index_s / bare_s, "best_of": REPEATS}  # fmt: skip

@@ -29,7 +29,7 @@ from geoweave.builders.writers import is_complete, remove_temporaries
 from geoweave.errors import FatalError
 from geoweave.manifests.manifest import PLAN, record_run, write_manifest
 from geoweave.manifests.passes import run_passes
-from geoweave.sources.checksums import file_sha256
+from geoweave.sources.checksums import InputChecksums
 from geoweave.stats import COMPLETE, ShardStats
 
 log = logging.getLogger("geoweave")
@@ -45,14 +45,17 @@ def cache_root(recipe: Recipe) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "geoweave"
 
 
-def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str, Any]]:
+def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChecksums]:
     """Open and check every input, build the label indexes, plan the tiles. Writes no output."""
     from geoweave.sources.osm import build_osm_index
 
     sources = [open_imagery(c) for c in recipe.imagery]
     for c, src in zip(recipe.imagery, sources, strict=True):
         log.info("imagery %s (%s): %s, %g m", src.name, c.type, src.crs, src.res_m)
-    inputs: dict[str, Any] = {str(c.path): file_sha256(c.path) for c in recipe.imagery if c.path}
+    inputs = InputChecksums()
+    for c in recipe.imagery:
+        if c.path:
+            inputs.hash(c.path)
     index_dirs: list[str] = []
     snapshots: dict[str, str | None] = {}
     for p in recipe.labels.osm:
@@ -62,15 +65,16 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
         rows = idx.meta.get("counts", {}).get("rows", "?")
         log.info("OSM index ready in %.1f s: %s features in %s", time.time() - t0, rows, idx.root)
         index_dirs.append(str(idx.root))
-        inputs[str(p)] = idx.checksum
+        inputs.set(str(p), idx.checksum)
         snapshots[str(p)] = idx.meta.get("osm_timestamp")
     snapshot = "; ".join(sorted({t for t in snapshots.values() if t})) or None
     ctx = BuildContext(recipe, out_dir, tuple(index_dirs), snapshot)
     open_label_sources(ctx.osm_index_dirs, recipe.labels)  # checks vector files now
-    inputs.update({str(v.path): file_sha256(v.path) for v in recipe.labels.vector})
+    for v in recipe.labels.vector:
+        inputs.hash(v.path)
     if recipe.labels.landcover:
         open_landcover(recipe.labels.landcover)
-        inputs[str(recipe.labels.landcover.path)] = file_sha256(recipe.labels.landcover.path)
+        inputs.hash(recipe.labels.landcover.path)
     plan = plan_tiles(recipe, sources)
     outside = sum(t.plan_reject is not None for t in plan.tiles)
     log.info(
@@ -82,7 +86,7 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str
     return ctx, plan, inputs
 
 
-def checked_prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, dict[str, Any]]:
+def checked_prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChecksums]:
     """``prepare``, with any unexpected error while reading the inputs reported as bad input
     (FatalError: exit code 2, nothing written) rather than as a crash."""
     try:
@@ -164,8 +168,10 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     table = plan_table(plan, recipe)
     _check_plan(out_dir, table)
     timings["prepare_s"] = time.time() - t0
-    started_ray = init_ray(recipe.execution)  # a bad cluster address fails before any output
-    timings["ray_start_s"] = time.time() - t0 - timings["prepare_s"]
+    started_ray = False
+    if recipe.execution.ray_address:  # a bad cluster address fails before any output
+        started_ray = init_ray(recipe.execution)
+        timings["ray_start_s"] = time.time() - t0 - timings["prepare_s"]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out_dir / PLAN)
@@ -178,7 +184,7 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
                 len(todo),
             )
         t = time.time()
-        results = run_shards(ctx, plan, todo, progress=progress) if todo else []
+        results = run_shards(ctx, plan, todo, progress, timings, inputs.start) if todo else []
         remove_temporaries(out_dir)
         timings["shards_s"] = time.time() - t
     finally:
@@ -202,7 +208,7 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
 def _run_record(
     ctx: BuildContext,
     plan: Plan,
-    inputs: dict[str, Any],
+    inputs: InputChecksums,
     t0: float,
     shards_run: int,
     results: list[ShardStats],
@@ -216,7 +222,7 @@ def _run_record(
         "finished": time.time(),
         "recipe": recipe.model_dump(mode="json"),
         "versions": _versions(),
-        "inputs": inputs,
+        "inputs": inputs.result(),
         "shards_planned": plan.num_shards,
         "shards_run": shards_run,
         "shards_failed": sum(r.status != COMPLETE for r in results),

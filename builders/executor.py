@@ -5,16 +5,17 @@ Ray is imported here only; every pipeline step is a plain function (STYLE.md 6).
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from tqdm import tqdm
 
+from geoweave.builders.early import EarlyWorker, ShardQueue
 from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.shard import BuildContext, run_shard
@@ -112,10 +113,15 @@ def _collect(ctx: BuildContext, plan: Plan, shard: int, ref: Any) -> ShardStats:
         stats: ShardStats = ray.get(ref)
         return stats
     except Exception as e:
-        msg = "".join(traceback.format_exception_only(type(e), e)).strip()
-        name = shard_stem(ctx.recipe.name, shard)
-        tqdm.write(f"shard {name} failed: {msg.splitlines()[-1]}", file=sys.stderr)
-        return _record_failure(ctx, shard, len(plan.shard_tiles(shard)), msg)
+        return _failed(ctx, plan, shard, "".join(traceback.format_exception_only(type(e), e)))
+
+
+def _failed(ctx: BuildContext, plan: Plan, shard: int, msg: str) -> ShardStats:
+    """Report a shard out of attempts on stderr and record it as failed."""
+    msg = msg.strip()
+    name = shard_stem(ctx.recipe.name, shard)
+    tqdm.write(f"shard {name} failed: {msg.splitlines()[-1]}", file=sys.stderr)
+    return _record_failure(ctx, shard, len(plan.shard_tiles(shard)), msg)
 
 
 def run_shards(
@@ -123,39 +129,75 @@ def run_shards(
     plan: Plan,
     shards: list[int],
     progress: bool = True,
+    timings: dict[str, float] | None = None,
+    after_fork: Callable[[], None] | None = None,
 ) -> list[ShardStats]:
-    """Run the given shards on Ray; a shard that fails after its retries is recorded as failed."""
+    """Run the given shards on Ray; a shard that fails after its retries is recorded as failed.
+
+    When this starts a local Ray, an early worker (``builders/early.py``) runs shards while Ray
+    starts. ``timings`` gets ``ray_start_s``; ``after_fork`` is called once that worker exists
+    (background threads must start after a fork, not before).
+    """
     import ray
 
     cfg = ctx.recipe.execution
+    queue = ShardQueue(shards)
+    local = not cfg.ray_address and not ray.is_initialized()
+    early = (
+        EarlyWorker(ctx, plan, queue)
+        if local and cfg.early_start and EarlyWorker.available()
+        else None
+    )
+    if after_fork is not None:
+        after_fork()
+    t = time.time()
     started = init_ray(cfg)  # a no-op when the caller connected already
+    if timings is not None:
+        timings["ray_start_s"] = time.time() - t
+    bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
     try:
-        task = ray.remote(_run_shard_on_node).options(
-            num_cpus=1, max_retries=cfg.retries, retry_exceptions=RETRYABLE
-        )
-        ctx_ref = ray.put(ctx)
-        # A bounded window of tasks in flight: a continent has too many shards to submit at once.
-        window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        todo = iter(shards)
-        pending: dict[Any, int] = {}
-        results = []
-        t0 = time.time()
-        tiles_done = 0
-        bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
-        while True:
-            for s in itertools.islice(todo, window - len(pending)):
-                pending[task.remote(ctx_ref, s, plan.shard_tiles(s))] = s
-            if not pending:
-                break
-            done, _ = ray.wait(list(pending), num_returns=1)
-            shard = pending.pop(done[0])
-            stats = _collect(ctx, plan, shard, done[0])
-            results.append(stats)
-            tiles_done += stats.tiles
-            bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")
-            bar.update(1)
-        bar.close()
-        return results
+        return _dispatch(ctx, plan, queue, early, bar)
     finally:
+        bar.close()
         if started:
+            t = time.time()
             ray.shutdown()
+            if timings is not None:
+                timings["ray_stop_s"] = time.time() - t
+
+
+def _dispatch(
+    ctx: BuildContext, plan: Plan, queue: ShardQueue, early: EarlyWorker | None, bar: tqdm
+) -> list[ShardStats]:
+    """Submit shards from the queue to Ray, a bounded window at a time, and collect them."""
+    import ray
+
+    cfg = ctx.recipe.execution
+    task = ray.remote(_run_shard_on_node).options(
+        num_cpus=1, max_retries=cfg.retries, retry_exceptions=list(RETRYABLE)
+    )
+    ctx_ref = ray.put(ctx)
+    # A bounded window of tasks in flight: a continent has too many shards to submit at once.
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict[Any, int] = {}
+    results: list[ShardStats] = []
+    t0, tiles_done = time.time(), 0
+    while True:
+        while len(pending) < window and (s := queue.take()) is not None:
+            pending[task.remote(ctx_ref, s, plan.shard_tiles(s))] = s
+        if early is not None and (results or not pending):  # Ray is warm, or has nothing to do
+            finished, failed = early.stop()  # retryable failures go back to the queue
+            results += finished
+            results += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
+            bar.update(len(finished) + len(failed))
+            early = None
+            continue
+        if not pending:
+            return results
+        done, _ = ray.wait(list(pending), num_returns=1)
+        shard = pending.pop(done[0])
+        stats = _collect(ctx, plan, shard, done[0])
+        results.append(stats)
+        tiles_done += stats.tiles
+        bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")
+        bar.update(1)

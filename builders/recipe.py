@@ -190,6 +190,9 @@ class ExecutionConfig(_Strict):
     ray_address: str | None = Field(None, description="None starts a local Ray")
     num_cpus: int | None = Field(None, ge=1)
     retries: int = Field(2, ge=0)
+    early_start: bool = Field(
+        True, description="run shards in a forked process while a local Ray starts (Linux)"
+    )
     node_ip_address: str | None = Field(None, description="local Ray bind address")
     cache_dir: Path | None = Field(
         None, description="label index cache; default $GEOWEAVE_CACHE or ~/.cache/geoweave"

@@ -155,6 +155,7 @@ class ShardPipeline:
         filters: list[Filter] = [FILTERS.build(n, o) for n, o in r.filters.items()]
         self.image_filters = [f for f in filters if f.stage == "image"]
         self.text_filters = [f for f in filters if f.stage == "text"]
+        self.seconds: dict[str, float] = {}
         self.label_licenses = {
             v.name or v.path.stem: v.license for v in r.labels.vector if v.license
         }
@@ -168,13 +169,20 @@ class ShardPipeline:
         return [*names, *(f.name for f in self.text_filters), "encode"]
 
     def run(self, tiles: Sequence[Tile]) -> list[Sample]:
+        """All stages over the batch; ``self.seconds`` gets each stage's time (shard stats)."""
         samples = [self._new(t) for t in tiles]
-        self.read(samples)
-        self.join(samples)
-        apply_filters(samples, self.image_filters)
-        self.text(samples)
-        apply_filters(samples, self.text_filters)
-        _each("encode", samples, self._encode)
+        stages: list[tuple[str, Callable[[], None]]] = [
+            ("read", lambda: self.read(samples)),
+            ("join", lambda: self.join(samples)),
+            ("image_filters", lambda: apply_filters(samples, self.image_filters)),
+            ("text", lambda: self.text(samples)),
+            ("text_filters", lambda: apply_filters(samples, self.text_filters)),
+            ("encode", lambda: _each("encode", samples, self._encode)),
+        ]
+        for name, stage in stages:
+            t = time.perf_counter()
+            stage()
+            self.seconds[name] = round(time.perf_counter() - t, 4)
         return samples
 
     def _new(self, tile: Tile) -> Sample:
@@ -274,9 +282,13 @@ def run_shard(
     pipeline = ShardPipeline(ctx, tiles)
     writer = ShardWriter(ctx.out_dir, ctx.recipe.name, shard, list(ctx.recipe.output.formats))
     try:
-        for sample in pipeline.run(tiles):
+        samples = pipeline.run(tiles)
+        t = time.perf_counter()
+        for sample in samples:
             writer.write(sample)
+        pipeline.seconds["write"] = round(time.perf_counter() - t, 4)
         extra = {
+            "stage_seconds": pipeline.seconds,
             "seconds": round(time.time() - start, 3),
             "started": start,
             "worker": f"{node or socket.gethostname()}:{os.getpid()}",

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import webdataset as wds
 
+from geoweave.builders.tar import TarShard
 from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, to_table
 from geoweave.stats import COMPLETE, ShardStats
 
@@ -62,6 +62,9 @@ def write_stats(out_dir: Path, name: str, stats: ShardStats, tag: str) -> None:
     os.replace(tmp, path)
 
 
+IMAGE_COLUMNS = ("jpg", "tif")
+
+
 class ShardWriter:
     """Writes one shard; use as a context manager and call ``write`` once per sample."""
 
@@ -72,9 +75,9 @@ class ShardWriter:
         self.formats = formats
         self.rows: list[dict[str, Any]] = []
         self.kept: list[dict[str, Any]] = []
-        self.tar: wds.TarWriter | None = None
+        self.tar: TarShard | None = None
         if "webdataset" in formats:
-            self.tar = wds.TarWriter(str(self._tmp(".tar")), compress=False)
+            self.tar = TarShard(self._tmp(".tar"))
 
     def _tmp(self, suffix: str) -> Path:
         return self.out_dir / f"{self.stem}{suffix}{self.tag}"
@@ -85,11 +88,13 @@ class ShardWriter:
         if not sample.kept:
             return
         if self.tar is not None:
-            record = {"__key__": sample.key, "jpg": sample.jpeg, "json": meta}
-            record["txt"] = meta["captions"][0]["text"] if meta["captions"] else ""
+            assert sample.jpeg is not None
+            key = sample.key
+            self.tar.add(f"{key}.jpg", sample.jpeg)
+            self.tar.add(f"{key}.json", json.dumps(meta).encode())
+            self.tar.add(f"{key}.txt", (meta["caption"] or "").encode())
             if sample.bands_tif is not None:
-                record["tif"] = sample.bands_tif
-            self.tar.write(record)
+                self.tar.add(f"{key}.tif", sample.bands_tif)
         if "parquet" in self.formats:
             self.kept.append({**meta, "jpg": sample.jpeg, "tif": sample.bands_tif})
 
@@ -102,7 +107,15 @@ class ShardWriter:
             self.tar.close()
             finals[".tar"] = self._tmp(".tar")
         if "parquet" in self.formats and self.kept:  # readers choke on zero-row files
-            pq.write_table(to_table(self.kept, PARQUET_SCHEMA), self._tmp(".parquet"))
+            pq.write_table(
+                to_table(self.kept, PARQUET_SCHEMA),
+                self._tmp(".parquet"),
+                # JPEG and deflated GeoTIFF bytes neither compress nor repeat: spare the work
+                compression={
+                    c: "NONE" if c in IMAGE_COLUMNS else "snappy" for c in PARQUET_SCHEMA.names
+                },
+                use_dictionary=[c for c in PARQUET_SCHEMA.names if c not in IMAGE_COLUMNS],
+            )
             finals[".parquet"] = self._tmp(".parquet")
         pq.write_table(to_table(self.rows, SIDECAR_SCHEMA), self._tmp(".samples.parquet"))
         finals[".samples.parquet"] = self._tmp(".samples.parquet")

@@ -22,3 +22,9 @@ class SampleRejected(GeoweaveError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# Shard-level faults worth another attempt: I/O errors of the writer or of a shared file system,
+# memory, an explicit ShardError (a lost worker is retried by Ray itself). Anything else raised
+# out of a shard is deterministic: the same input fails the same way, so it is not retried.
+RETRYABLE: tuple[type[BaseException], ...] = (ShardError, OSError, MemoryError)

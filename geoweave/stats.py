@@ -33,6 +33,7 @@ class ShardStats:
     started: float | None = None
     worker: str | None = None
     labels_loaded: int | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # where the time went
     error: str | None = None
 
     @classmethod

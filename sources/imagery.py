@@ -49,14 +49,15 @@ class TilePixels:
 def stretch_rgb8(
     data: np.ndarray, valid: np.ndarray, bands: list[int], lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
-    """(H, W, 3) uint8 of ``bands`` of (bands, H, W) pixels, any size: one numpy pass.
+    """C-contiguous (H, W, 3) uint8 of ``bands`` of (bands, H, W) pixels, any size.
 
     uint8 pixels under the identity stretch (scale ``none``, or ``auto`` on 8-bit input) are
-    copied as they are, with no float conversion; nodata pixels are black (0 in every band).
+    not converted: when ``data`` is pixel-interleaved in memory (``warp.interleaved``) and the
+    bands are its own, in order, the result is a view of it. Nodata pixels are black.
     """
     idx = [b - 1 for b in bands]
     if data.dtype == np.uint8 and (lo == 0).all() and (hi == 255).all():
-        rgb = data[idx]
+        rgb = data if idx == list(range(data.shape[0])) else data[idx]
     else:
         arr = data[idx].astype(np.float32)
         arr = (arr - lo[:, None, None]) / (hi - lo)[:, None, None] * 255.0
@@ -64,12 +65,22 @@ def stretch_rgb8(
         rgb[:, ~valid] = 0
     if rgb.shape[0] == 1:
         rgb = np.repeat(rgb, 3, axis=0)
-    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+    view = rgb.transpose(1, 2, 0)
+    if view.flags.c_contiguous:
+        return view
+    out = np.empty(view.shape, dtype=np.uint8)
+    for i in range(3):  # a copy per band: 5x faster than numpy's transposing copy
+        out[..., i] = rgb[i]
+    return out
 
 
 def lonlat_bounds(bounds: np.ndarray, crs: str, densify: int = 5) -> np.ndarray:
     """(4, N) west, south, east, north of N boxes (N, 4) in ``crs``: ``transform_bbox`` for
-    many boxes in one pyproj call (each edge densified to ``densify`` points)."""
+    many boxes in one pyproj call.
+
+    Each edge is densified to ``densify`` points: a grid line bends by well under a metre
+    between points a tile edge / 4 apart, and 5 points cost a quarter of 21.
+    """
     f = np.linspace(0.0, 1.0, densify)
     x0, y0, x1, y1 = (bounds[:, i : i + 1] for i in range(4))
     xs = np.hstack([x0 + (x1 - x0) * f, np.broadcast_to(x1, (len(bounds), densify))])
@@ -190,9 +201,9 @@ class GeoTiffSource:
     def plan(self, tiles: Sequence[Tile]) -> list[str | None]:
         """Per tile, the file name when the tile's lon/lat box meets the raster, else None.
 
-        One vectorised pass: the tiles' boxes are densified (21 points an edge, as
-        ``transform_bbox``), reprojected in one pyproj call per grid CRS, and their lon/lat
-        envelopes tested against the footprint; no pixels are read.
+        One vectorised pass: the tiles' boxes are reprojected to lon/lat envelopes in one
+        pyproj call per grid CRS (``lonlat_bounds``) and tested against the footprint in one
+        shapely call; no pixels are read (about 3 us a tile).
         """
         out: list[str | None] = [None] * len(tiles)
         footprint = self.footprint()
@@ -223,10 +234,15 @@ class GeoTiffSource:
         data, valid, aligned = read_pixels(self.ds, block, self.res_m, self.nodata_override)
         self.aligned_blocks += aligned
         rgb = stretch_rgb8(data, valid, self.bands, *self.stretch)
+        same = (
+            rgb.base is not None and rgb.shape[2] == data.shape[0] and np.shares_memory(rgb, data)
+        )
         out = []
         for t in block.tiles:  # copies, so a kept tile does not hold its whole block
             ys, xs = block.slices(t)
-            px, ok, rgb8 = data[:, ys, xs].copy(), valid[ys, xs].copy(), rgb[ys, xs].copy()
+            rgb8, ok = np.ascontiguousarray(rgb[ys, xs]), valid[ys, xs].copy()
+            # An 8-bit source under the identity stretch: the bands are the RGB, copied once.
+            px = rgb8.transpose(2, 0, 1) if same else data[:, ys, xs].copy(order="K")
             out.append(TileImage(px, ok, rgb8, self.path.name, self.acquired))
         return out
 
@@ -280,6 +296,6 @@ class GeoTiffSource:
         win = win.round_offsets().round_lengths()
         return win if win.width > 0 and win.height > 0 else None
 
-    def to_rgb8(self, pixels: TilePixels) -> np.ndarray:
+    def to_rgb8(self, pixels: TilePixels | TileImage) -> np.ndarray:
         """(H, W, 3) uint8 from the recipe's bands and this source's stretch; nodata is black."""
         return stretch_rgb8(pixels.data, pixels.valid, self.bands, *self.stretch)

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.warp import reproject
@@ -65,9 +65,8 @@ class Block:
 
     def offset(self, tile: Tile) -> tuple[int, int]:
         """(row, col) pixel offset of a tile in the block array (rows grow southwards)."""
-        return (self.row0 + self.nrows - 1 - tile.row) * self.size_px, (
-            tile.col - self.col0
-        ) * self.size_px
+        s = self.size_px
+        return (self.row0 + self.nrows - 1 - tile.row) * s, (tile.col - self.col0) * s
 
     def slices(self, tile: Tile) -> tuple[slice, slice]:
         """The (rows, cols) of a tile in the block array."""
@@ -167,10 +166,10 @@ def resampling(gsd_m: float, res_m: float) -> Resampling:
 def _scale_options(gsd_m: float, res_m: float) -> dict[str, float]:
     """GDAL's XSCALE/YSCALE (tile pixels per source pixel) when the tile is clearly coarser.
 
-    GDAL otherwise estimates the scale, which sets the width of the bilinear kernel, per warp
-    chunk, and a large chunk gets a different estimate (1.0 instead of 0.79 on the SF Bay
-    sample) than a tile does: fixing it to the ground ratio makes a block warp agree with
-    per-tile warps.
+    GDAL otherwise estimates the scale, which sets the width of the antialiasing bilinear
+    kernel, per warp chunk from the chunk's (raster-clipped) source window, so a block can get
+    another estimate than its tiles do. On the SF Bay sample a per-tile warp behaves as
+    XSCALE=0.79 (its ground ratio); fixing it brings the block warp closer (not equal).
     """
     scale = res_m / gsd_m
     return {"XSCALE": scale, "YSCALE": scale} if scale < 0.95 else {}
@@ -181,6 +180,8 @@ def _mask(
 ) -> tuple[float | None, np.ndarray]:
     """(nodata value for the warp, uint8 mask 0/255) of a window: the file's, or the recipe's."""
     if nodata is None:
+        if all(MaskFlags.all_valid in f for f in ds.mask_flag_enums):
+            return None, np.full(src.shape[1:], 255, dtype=np.uint8)  # no nodata, no mask
         return ds.nodata, ds.dataset_mask(window=win)
     return nodata, np.where(np.all(src == nodata, axis=0), 0, 255).astype(np.uint8)
 
@@ -190,27 +191,53 @@ def read_pixels(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """All bands (nodata pixels 0 in every band) and validity of a block on its grid, and
     whether the block was an aligned read (no warp)."""
-    h, w = block.shape
-    out = np.zeros((ds.count, h, w), dtype=ds.dtypes[0])
-    crs = ds.crs.to_string()
-    aligned = aligned_window(block, crs, ds.transform)
-    if aligned is not None:
-        ok = np.zeros((h, w), dtype=bool)
-        part = clip(aligned, ds.width, ds.height)
-        if part is not None:
-            win, ys, xs = part
-            src = ds.read(window=win)
-            nodata, mask = _mask(ds, win, src, nodata)
-            if nodata is not None:
-                src[src == nodata] = 0  # GDAL's warp writes dst_nodata for each such band
-            out[:, ys, xs], ok[ys, xs] = src, mask > 0
+    win = aligned_window(block, ds.crs.to_string(), ds.transform)
+    if win is not None:
+        return (*_read_aligned(ds, block, win, nodata), True)
+    return (*_read_warped(ds, block, res_m, nodata), False)
+
+
+def interleaved(count: int, shape: tuple[int, int], dtype: str) -> np.ndarray:
+    """A zeroed (bands, H, W) array whose memory is pixel-interleaved (H, W, bands).
+
+    GDAL reads and warps into it at full speed, and the RGB of an 8-bit source is then a view
+    of it, not numpy's slow (5x) transposing copy.
+    """
+    return np.zeros((*shape, count), dtype=dtype).transpose(2, 0, 1)
+
+
+def _read_aligned(
+    ds: DatasetReader, block: Block, aligned: Window, nodata: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A plain window read, zero outside the raster: what a warp onto the raster's own grid
+    gives (GDAL's nodata test is per pixel over all bands, so a pixel stays as it is)."""
+    out = interleaved(ds.count, block.shape, ds.dtypes[0])
+    ok = np.zeros(block.shape, dtype=bool)
+    part = clip(aligned, ds.width, ds.height)
+    if part is None:
+        return out, ok
+    win, ys, xs = part
+    inside = out[:, ys, xs]
+    ds.read(out=inside, window=win)
+    _, mask = _mask(ds, win, inside, nodata)
+    ok[ys, xs] = mask > 0
+    if not ok.all():
         out[:, ~ok] = 0
-        return out, ok, True
-    valid = np.zeros((h, w), dtype=np.uint8)
+    return out, ok
+
+
+def _read_warped(
+    ds: DatasetReader, block: Block, res_m: float, nodata: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One window read and two warps (pixels, then the mask by nearest) for the whole block."""
+    out = interleaved(ds.count, block.shape, ds.dtypes[0])
+    valid = np.zeros(block.shape, dtype=np.uint8)
+    crs = ds.crs.to_string()
     win = source_window(block.bounds, block.crs, crs, ds.transform, ds.width, ds.height)
     if win is None:
-        return out, valid.astype(bool), False
-    src = ds.read(window=win)
+        return out, valid.astype(bool)
+    src = interleaved(ds.count, (int(win.height), int(win.width)), ds.dtypes[0])
+    ds.read(out=src, window=win)
     nodata, mask = _mask(ds, win, src, nodata)
     common = {
         "src_transform": ds.window_transform(win),
@@ -221,9 +248,10 @@ def read_pixels(
     method, opts = resampling(block.gsd_m, res_m), _scale_options(block.gsd_m, res_m)
     reproject(src, out, src_nodata=nodata, dst_nodata=0, resampling=method, **common, **opts)
     reproject(mask, valid, src_nodata=None, resampling=Resampling.nearest, **common)
-    warped_ok = valid > 0
-    out[:, ~warped_ok] = 0
-    return out, warped_ok, False
+    ok = valid > 0
+    if not ok.all():
+        out[:, ~ok] = 0
+    return out, ok
 
 
 def run_blocks(

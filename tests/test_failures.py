@@ -74,17 +74,24 @@ def _count(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def test_lost_worker_is_retried_then_recorded_failed_and_rerun(tmp_path: Path) -> None:
+@pytest.mark.parametrize("early_start", [False, True], ids=["ray_only", "early_worker"])
+def test_lost_worker_is_retried_then_recorded_failed_and_rerun(
+    tmp_path: Path, early_start: bool
+) -> None:
+    """Ray runs a shard 1 + ``retries`` times; the early worker (which runs the first shards
+    while Ray starts) dies on it too and gives it back to Ray: one attempt more."""
     image = write_rgb(tmp_path / "scene.tif", size=256)
     attempts = tmp_path / "attempts.txt"
     imagery = {"name": "img", "type": "crashing_geotiff_test", "path": str(image)}
     imagery |= {"scale": "none", "attempts_file": str(attempts), "shard": 1}
-    recipe = _recipe(tmp_path, imagery, plugins=[str(PLUGIN)])
+    execution = {"num_cpus": 2, "retries": 1, "early_start": early_start}
+    recipe = _recipe(tmp_path, imagery, plugins=[str(PLUGIN)], execution=execution)
+    per_run = 2 + early_start
     out = tmp_path / "out"
     res = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
     assert res.returncode == 1, res.stderr[-2000:]  # some shards failed: rerun to retry them
     assert "failed" in res.stderr
-    assert _count(attempts) == 2  # the first attempt and one retry (execution.retries: 1)
+    assert _count(attempts) == per_run  # the first attempt and one retry (execution.retries: 1)
 
     con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
     shards = dict(con.execute("SELECT shard, status FROM shards").fetchall())
@@ -99,7 +106,7 @@ def test_lost_worker_is_retried_then_recorded_failed_and_rerun(tmp_path: Path) -
 
     again = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
     assert again.returncode == 1 and "1 run now" in again.stdout  # only the failed shard
-    assert _count(attempts) == 4
+    assert _count(attempts) == 2 * per_run
     assert not list(out.glob("*.tmp-*"))
 
 

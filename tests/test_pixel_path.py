@@ -22,6 +22,7 @@ from geoweave.tile import Tile
 from tests.data.raster_fixture import (
     write_cog_with_bad_block,
     write_corrupt,
+    write_partial_nodata,
     write_rgb,
     write_rotated,
     write_textured,
@@ -51,7 +52,7 @@ def compare(src: GeoTiffSource, tiles: list[Tile]) -> dict[str, float]:
         diffs.append(np.abs(image.data.astype(int) - ref.data.astype(int))[:, both].ravel())
         agree.append((image.valid == ref.valid).ravel())
         assert image.rgb.shape == (tile.size_px, tile.size_px, 3) and image.rgb.dtype == np.uint8
-        np.testing.assert_array_equal(image.rgb, src.to_rgb8(image))  # type: ignore[arg-type]
+        np.testing.assert_array_equal(image.rgb, src.to_rgb8(image))
         assert image.item_id == src.path.name
     d = np.concatenate(diffs)
     return {
@@ -68,7 +69,7 @@ def test_sf_bay_batched_matches_per_tile(gsd: float, size: int, within1: float) 
     stats = compare(src, tiles)
     assert stats["valid"] >= 0.995 and stats["within1"] >= within1 and stats["mean"] <= 0.5
     assert src.aligned_blocks == 0  # EPSG:3857 under a UTM grid: always a warp
-    assert {img.acquired for img in src.read(tiles[:3])} == {"2001-05-01"}  # type: ignore[union-attr]
+    assert {img.acquired for img in src.read(tiles[:3])} == {"2001-05-01"}
 
 
 @pytest.mark.parametrize(("gsd", "size"), [(10, 32), (20, 16), (30, 16)])
@@ -103,6 +104,9 @@ def test_aligned_grid_is_identical_and_skips_the_warp(
     monkeypatch.setattr(warp, "MAX_BLOCK_PX", 64)  # 4 x 4 tiles a block, and a ragged subset
     _assert_identical(src, tiles[::3])
     assert src.aligned_blocks > 5
+    for declared, override in [(255, None), (None, 255.0)]:  # a pixel valid in some bands
+        path = write_partial_nodata(tmp_path / f"n{declared}.tif", nodata=declared)
+        _assert_identical(GeoTiffSource("n", path, [1, 2, 3], "none", nodata=override), tiles)
     u16 = GeoTiffSource("u", write_uint16(tmp_path / "u.tif", size=64), [3, 2, 1], "auto")
     _assert_identical(u16, tiles_over(u16, 10, 8))  # the float stretch path
     assert u16.aligned_blocks > 0

@@ -135,3 +135,26 @@ def test_recipe_filters_merge_over_the_defaults_in_order(tmp_path: Path) -> None
     assert list(r.filters) == ["nodata_v1", "min_labels_v1"]
     assert r.filters["min_labels_v1"] == {"min_labels": 3}
     assert r.filters["nodata_v1"] == {"max_fraction": 0.2}  # defaults filled in
+
+
+def test_tar_shard_is_a_plain_tar_for_tarfile_and_webdataset(tmp_path: Path) -> None:
+    import tarfile
+
+    from geoweave.builders.tar import TarShard
+
+    long_key = "a" * 120  # over ustar's 100-byte name field: a PAX path record
+    members = {"k1.jpg": b"\xff\xd8jpeg", "k1.txt": "café".encode(), f"{long_key}.json": b"{}"}
+    members["k2.txt"] = b""
+    path = tmp_path / "t.tar"
+    tar = TarShard(path, mtime=1_700_000_000)
+    for name, data in members.items():
+        tar.add(name, data)
+    tar.close()
+    assert path.stat().st_size % 512 == 0
+    with tarfile.open(path) as tf:
+        got = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}  # type: ignore[union-attr]
+        assert {m.mtime for m in tf.getmembers()} == {1_700_000_000}
+    assert got == members
+    samples = list(wds.WebDataset(str(path), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == ["k1", long_key, "k2"]
+    assert samples[0]["txt"] == "café".encode()

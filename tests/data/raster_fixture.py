@@ -41,6 +41,18 @@ def write_rgb(
     return _write(path, data, res, nodata=0)
 
 
+def write_partial_nodata(
+    path: Path, seed: int = 2, size: int = 64, nodata: int | None = 255
+) -> Path:
+    """A 3-band uint8 image whose nodata value (255) fills a corner in every band and
+    scattered pixels of band 1 only (``nodata=None``: the value is there, undeclared)."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=(3, size, size), dtype=np.uint8)
+    data[0, ::3, ::5] = 255
+    data[:, size * 5 // 8 :, size * 5 // 8 :] = 255
+    return _write(path, data, 10.0, **({} if nodata is None else {"nodata": nodata}))
+
+
 def write_uint16(path: Path, seed: int = 1, size: int = 64, res: float = 10.0) -> Path:
     """A 4-band uint16 Sentinel-2-like image (B2, B3, B4, B8 reflectance x 10000)."""
     rng = np.random.default_rng(seed)
@@ -70,8 +82,9 @@ def write_cog_with_bad_block(
 ) -> Path:
     """A tiled, deflated GeoTIFF with overviews whose one full-resolution block is garbage.
 
-    The overviews are intact, so a decimated read (the up-front check) succeeds; only reads of
-    the full-resolution pixels under block (1, 1) fail, as a damaged download of a COG would.
+    The overviews, the first and the last block are intact, so the up-front check succeeds;
+    only reads of the full-resolution pixels under block (1, 1) fail, as a damaged download of
+    a COG would. ``overviews=False`` writes none (the stretch then samples blocks).
     """
     rng = np.random.default_rng(seed)
     profile = {

@@ -1,0 +1,118 @@
+"""Shards run while local Ray starts.
+
+Starting a local Ray and its first worker costs seconds (about 4 to 6 on a 2-core laptop),
+longer than a small build's shard work. Instead of waiting, the driver forks one process that
+takes shards from the same queue as the Ray tasks and runs them until Ray has returned its first
+result; then it finishes the shard in hand and exits. A shard it took but did not finish (an
+error, a crash) goes back to the queue and runs on Ray with Ray's retries, so nothing is lost or
+written twice: every shard is handed out exactly once by ``ShardQueue``.
+
+Only on Linux (a fork copies the prepared sources and labels for free) and only for a local
+Ray; ``execution.early_start: false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import socket
+import sys
+import traceback
+from typing import Any
+
+from geoweave.builders.plan import Plan
+from geoweave.builders.shard import BuildContext, run_shard
+from geoweave.errors import RETRYABLE
+from geoweave.stats import ShardStats
+
+_FORK = multiprocessing.get_context("fork") if sys.platform == "linux" else None
+
+
+class ShardQueue:
+    """Shard numbers handed out once each, shared by the driver and the forked early worker."""
+
+    def __init__(self, shards: list[int]) -> None:
+        self._shards = list(shards)
+        ctx = _FORK or multiprocessing.get_context()
+        self._next = ctx.Value("i", 0)
+        self._returned: list[int] = []  # the driver's own: shards given back to be rerun
+
+    def take(self) -> int | None:
+        """The next shard to run, or None when all are handed out."""
+        if self._returned:
+            return self._returned.pop()
+        with self._next.get_lock():
+            i = int(self._next.value)
+            if i >= len(self._shards):
+                return None
+            self._next.value = i + 1
+        return self._shards[i]
+
+    def give_back(self, shard: int) -> None:
+        self._returned.append(shard)
+
+
+def _loop(ctx: BuildContext, plan: Plan, shards: ShardQueue, stop: Any, out: Any) -> None:
+    """The early worker: run shards until told to stop; report each start, result and error."""
+    node = f"{socket.gethostname()}-before-ray"
+    while not stop.is_set():
+        shard = shards.take()
+        if shard is None:
+            break
+        out.put(("start", shard))
+        try:
+            out.put(("done", run_shard(ctx, shard, plan.shard_tiles(shard), node=node)))
+        except Exception as e:  # a retryable fault reruns on Ray; a deterministic one fails
+            msg = "".join(traceback.format_exception_only(type(e), e))
+            out.put(("error", shard, msg, isinstance(e, RETRYABLE)))
+
+
+class EarlyWorker:
+    """One forked process running shards from a ``ShardQueue`` while Ray starts."""
+
+    def __init__(self, ctx: BuildContext, plan: Plan, shards: ShardQueue) -> None:
+        assert _FORK is not None
+        self._shards = shards
+        self._stop = _FORK.Event()
+        self._out = _FORK.Queue()
+        self._proc = _FORK.Process(
+            target=_loop, args=(ctx, plan, shards, self._stop, self._out), daemon=True
+        )
+        self._proc.start()
+
+    @staticmethod
+    def available() -> bool:
+        return _FORK is not None
+
+    def stop(self) -> tuple[list[ShardStats], list[tuple[int, str]]]:
+        """Let the worker finish its shard and exit. Returns the stats of the shards it
+        completed and (shard, error) of those that failed deterministically; every other shard
+        it started (a retryable fault, or lost with the process) goes back to the queue."""
+        self._stop.set()
+        messages = self._drain(until_exit=True)
+        self._proc.join()
+        messages += self._drain(until_exit=False)  # what it sent just before exiting
+        started: set[int] = set()
+        results: list[ShardStats] = []
+        failed: list[tuple[int, str]] = []
+        for msg in messages:
+            if msg[0] == "start":
+                started.add(msg[1])
+            elif msg[0] == "done":
+                results.append(msg[1])
+                started.discard(msg[1].shard)
+            elif msg[0] == "error" and not msg[3]:
+                failed.append((msg[1], msg[2]))
+                started.discard(msg[1])
+        for shard in sorted(started):  # a retryable fault, or lost with the process
+            self._shards.give_back(shard)
+        return results, failed
+
+    def _drain(self, until_exit: bool) -> list[Any]:
+        messages = []
+        while True:
+            try:
+                messages.append(self._out.get(timeout=0.1))
+            except queue.Empty:
+                if not (until_exit and self._proc.is_alive()):
+                    return messages

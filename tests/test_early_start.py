@@ -1,0 +1,79 @@
+"""The early worker: shards run in a forked process while local Ray starts, each shard handed
+out exactly once, and a shard it could not finish goes back to the queue."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from geoweave.builders.build import prepare
+from geoweave.builders.early import EarlyWorker, ShardQueue
+from geoweave.builders.recipe import load_recipe
+from geoweave.builders.shard import run_shard
+from geoweave.builders.writers import is_complete
+from tests.conftest import run_cli
+from tests.data.labels_fixture import write_cover
+from tests.data.raster_fixture import write_rgb
+
+
+def _recipe(tmp_path: Path, **execution: object) -> Path:
+    recipe = {
+        "name": "early",
+        "imagery": [{"name": "img", "path": str(write_rgb(tmp_path / "s.tif", size=256))}],
+        "labels": {"vector": [{"path": str(write_cover(tmp_path / "c.geojson", 2560))}]},
+        "tiles": {"size_px": 16, "gsd_m": [10], "grid_crs": "EPSG:32610"},
+        "filters": {"nodata_v1": {"max_fraction": 1.0}},
+        "output": {"samples_per_shard": 4},
+        "execution": {"num_cpus": 1, **execution},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_queue_hands_out_each_shard_once_and_takes_back_first() -> None:
+    q = ShardQueue([3, 4, 5])
+    assert [q.take(), q.take()] == [3, 4]
+    q.give_back(3)
+    assert [q.take(), q.take(), q.take()] == [3, 5, None]
+
+
+def test_early_worker_and_driver_share_the_shards_without_overlap(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ctx, plan, _ = prepare(load_recipe(_recipe(tmp_path)), out)
+    out.mkdir()
+    shards = ShardQueue(list(range(plan.num_shards)))
+    worker = EarlyWorker(ctx, plan, shards)
+    time.sleep(1.0)  # long enough for a few shards of four 16 px tiles
+    early, failed = worker.stop()
+    assert early and not failed
+    rest = []
+    while (s := shards.take()) is not None:
+        rest.append(run_shard(ctx, s, plan.shard_tiles(s)).shard)
+    done = [st.shard for st in early] + rest
+    assert sorted(done) == list(range(plan.num_shards))  # every shard once
+    assert all(st.worker and "-before-ray:" in st.worker for st in early)
+    assert all(is_complete(out, "early", s) for s in done)
+    keys = [k for p in out.glob("*.samples.parquet") for k in pq.read_table(p)["key"].to_pylist()]
+    assert len(keys) == len(set(keys)) == len(plan.tiles)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("early_start", [True, False])
+def test_build_with_and_without_the_early_worker(tmp_path: Path, early_start: bool) -> None:
+    out = tmp_path / "out"
+    res = run_cli("run", str(_recipe(tmp_path, early_start=early_start)), "-o", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    rows = con.execute("SELECT shard, worker FROM shards ORDER BY shard").fetchall()
+    n = con.execute("SELECT count(*), count(DISTINCT key) FROM samples").fetchone()
+    con.close()
+    planned = pq.read_table(out / "plan.parquet").num_rows
+    assert [s for s, _ in rows] == list(range(len(rows))) and n[0] == n[1] == planned
+    early = [w for _, w in rows if "-before-ray:" in w]
+    assert bool(early) == early_start
