@@ -13,7 +13,7 @@ $(BIN)/uv:
 	$(BIN)/pip install -q uv
 
 setup: $(BIN)/uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,spatial]"
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e ".[dev,spatial]"
 
 example: setup
 	$(BIN)/build-dataset run examples/sf-bay.yaml --output out/sf-bay

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 CLI = ROOT / ".venv" / "bin" / "build-dataset"
 BAD_INPUT = 2  # build-dataset's exit code for a recipe it rejects
-TIMING_KEYS = ("prepare_s", "ray_start_s", "shards_s", "passes_s", "manifest_s")
+TIMING_KEYS = ("prepare_s", "ray_start_s", "shards_s", "ray_stop_s", "passes_s", "manifest_s")
 REJECTS_SQL = "SELECT coalesce(reject_reason, status), count(*), {error} FROM samples GROUP BY 1"
 SHARDS_SQL = """
 SELECT count(*), sum(tiles), sum(kept), sum(seconds), count(DISTINCT worker)

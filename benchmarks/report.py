@@ -20,6 +20,7 @@ TIMING_ROWS = (
     "prepare_s",
     "ray_start_s",
     "shards_s",
+    "ray_stop_s",
     "passes_s",
     "manifest_s",
     "tail_s",

@@ -6,24 +6,21 @@ import io
 from typing import Any
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 from geoweave.tile import Tile
-
-try:  # optional: libjpeg-turbo straight from the array, 1.8-3.9x faster than Pillow on tiles
-    import simplejpeg
-except ImportError:  # pragma: no cover - depends on the environment
-    simplejpeg = None
 
 
 def encode_jpeg(rgb: Any, quality: int) -> bytes:
     """JPEG of an (H, W, 3) uint8 array at ``quality``, 4:2:0 chroma (Pillow's default).
 
-    Uses ``simplejpeg`` when it is installed (no PIL image object, no stream copy), else Pillow
-    without ``optimize`` (an extra Huffman pass); both give the same size and quality.
+    ``simplejpeg`` (libjpeg-turbo straight from the array: 44% faster than Pillow on 128 px
+    tiles, 25% on 256 px, same size and quality) for RGB; Pillow, without ``optimize`` (an extra
+    Huffman pass), for anything else.
     """
     arr = np.asarray(rgb)
-    if simplejpeg is not None and arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
         return bytes(
             simplejpeg.encode_jpeg(
                 np.ascontiguousarray(arr), quality=quality, colorspace="RGB", colorsubsampling="420"

@@ -289,12 +289,11 @@ def run_shard(
         pipeline.seconds["write"] = round(time.perf_counter() - t, 4)
         extra = {
             "stage_seconds": pipeline.seconds,
-            "seconds": round(time.time() - start, 3),
             "started": start,
             "worker": f"{node or socket.gethostname()}:{os.getpid()}",
             "labels_loaded": len(pipeline.labels),
         }
-        return writer.finish(pipeline.stages(), extra)
+        return writer.finish(pipeline.stages(), extra, started=start)
     except BaseException:
         writer.abort()
         raise

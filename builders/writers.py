@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,15 @@ class ShardWriter:
         if "parquet" in self.formats:
             self.kept.append({**meta, "jpg": sample.jpeg, "tif": sample.bands_tif})
 
-    def finish(self, stages: list[str], extra_stats: dict[str, Any]) -> ShardStats:
+    def finish(
+        self, stages: list[str], extra_stats: dict[str, Any], started: float | None = None
+    ) -> ShardStats:
         """Close, rename into place, and write the stats marker; returns the stats.
 
-        ``stages`` names the pipeline's stages and filters in order (the funnel's order)."""
+        ``stages`` names the pipeline's stages and filters in order (the funnel's order).
+        With ``started`` (the shard's ``time.time()`` at start), ``seconds`` is the shard's
+        whole time, these writes included, and ``stage_seconds["write"]`` gets their share."""
+        t = time.perf_counter()
         finals: dict[str, Path] = {}
         if self.tar is not None:
             self.tar.close()
@@ -128,6 +134,10 @@ class ShardWriter:
         stats.files, stats.bytes = files, sum(files.values())
         for k, v in extra_stats.items():
             setattr(stats, k, v)
+        if started is not None:
+            stats.seconds = round(time.time() - started, 3)
+            write_s = stats.stage_seconds.get("write", 0.0) + time.perf_counter() - t
+            stats.stage_seconds = {**stats.stage_seconds, "write": round(write_s, 4)}
         write_stats(self.out_dir, self.name, stats, self.tag)
         return stats
 
