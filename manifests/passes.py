@@ -111,7 +111,7 @@ class StatisticsPass:
             return STATISTICS_SCHEMA.empty_table()
         con = duckdb.connect()
         try:
-            table = con.execute(STATISTICS_SQL, [list(inputs.sidecars)]).fetch_arrow_table()
+            table = con.execute(STATISTICS_SQL, [list(inputs.sidecars)]).to_arrow_table()
         finally:
             con.close()
         return table.cast(STATISTICS_SCHEMA)
