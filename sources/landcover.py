@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 import rasterio
@@ -138,23 +137,7 @@ class LandCoverSource:
         west, south, east, north = transform_bounds(self.crs, "EPSG:4326", *self.bounds)
         return (west, south, east, north)
 
-    @overload
-    def fractions(
-        self, tiles: Sequence[Tile]
-    ) -> list[tuple[dict[str, float], float] | Exception]: ...
-
-    @overload
-    def fractions(
-        self, tiles: str, transform: Affine, width: int, height: int
-    ) -> dict[str, float]: ...
-
-    def fractions(
-        self,
-        tiles: Sequence[Tile] | str,
-        transform: Affine | None = None,
-        width: int | None = None,
-        height: int | None = None,
-    ) -> list[tuple[dict[str, float], float] | Exception] | dict[str, float]:
+    def fractions(self, tiles: Sequence[Tile]) -> list[tuple[dict[str, float], float] | Exception]:
         """Per tile, (class name -> fraction of its valid pixels, fraction of pixels valid).
 
         The batch is read block by block (``geoweave.sources.warp``): one window read and one
@@ -162,13 +145,7 @@ class LandCoverSource:
         ``bincount`` gives every tile's class counts. Identical to ``coverage`` per tile on an
         aligned grid; elsewhere a block warp can resolve a few edge or tie pixels differently
         (tests/test_pixel_path.py bounds the share difference).
-
-        The old per-tile form ``fractions(crs, transform, width, height)`` -> class fractions is
-        still answered, for callers not yet on batches.
         """
-        if isinstance(tiles, str):
-            assert transform is not None and width is not None and height is not None
-            return self.coverage(tiles, transform, width, height)[0]
         counted = [self._counting_grid(t) for t in tiles]
         with rasterio.open(self.path) as ds:
             read = functools.partial(self._block_fractions, ds)

@@ -71,7 +71,7 @@ def test_aligned_tile_equals_numpy_count(raster: Path) -> None:
     )
     shares, valid = source.coverage(fixture.CRS, tile, width, height)
     assert shares == expected
-    assert source.fractions(fixture.CRS, tile, width, height) == expected
+    assert source.coverage(fixture.CRS, tile, width, height)[0] == expected
     nodata_pixels = 4 * 4  # rows 4..7, cols 4..7 lie in the 8 x 8 nodata corner
     assert valid == pytest.approx(1 - nodata_pixels / (width * height))
 
@@ -125,17 +125,17 @@ def test_tile_outside_the_raster_is_empty(raster: Path) -> None:
     west, north = fixture.ORIGIN
     tile = Affine(fixture.PIXEL, 0, west + 10_000, 0, -fixture.PIXEL, north)
     assert source.coverage(fixture.CRS, tile, 32, 32) == ({}, 0.0)
-    assert source.fractions(fixture.CRS, tile, 32, 32) == {}
+    assert source.coverage(fixture.CRS, tile, 32, 32)[0] == {}
 
 
 def test_unknown_codes_and_bounds_and_pickle(raster: Path) -> None:
     source = LandCoverSource(raster, "corine", name="worldcover-as-corine")
-    shares = source.fractions(fixture.CRS, source.transform, 64, 64)
+    shares = source.coverage(fixture.CRS, source.transform, 64, 64)[0]
     assert set(shares) == {"class 10", "class 30", "class 40", "class 50", "class 80"}
     west, south, east, north = source.bounds_lonlat
     assert -123 < west < east < -122 and 37 < south < north < 38
     clone = pickle.loads(pickle.dumps(source))
-    assert clone.fractions(fixture.CRS, source.transform, 64, 64) == shares
+    assert clone.coverage(fixture.CRS, source.transform, 64, 64)[0] == shares
 
 
 @pytest.mark.skipif(not CORINE.exists(), reason="shared Helsinki sample not present")
@@ -168,7 +168,9 @@ def test_helsinki_corine_on_sentinel2_grid() -> None:
     row0, col0, size = 40, 20, 32
     sub = window_transform(Window(col0, row0, size, size), transform)
     expected = count_fractions(on_grid[row0 : row0 + size, col0 : col0 + size], names, 255)
-    assert source.fractions(crs.to_string(), sub, size, size) == pytest.approx(expected, abs=1e-12)
+    assert source.coverage(crs.to_string(), sub, size, size)[0] == pytest.approx(
+        expected, abs=1e-12
+    )
 
 
 def test_raster_without_crs_is_fatal(tmp_path: Path) -> None:
