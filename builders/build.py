@@ -72,6 +72,9 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
     open_label_sources(ctx.osm_index_dirs, recipe.labels)  # checks vector files now
     for v in recipe.labels.vector:
         inputs.hash(v.path)
+    for c in recipe.labels.sources:
+        if c.options.get("path"):
+            inputs.hash(Path(c.options["path"]))
     if recipe.labels.landcover:
         open_landcover(recipe.labels.landcover)
         inputs.hash(recipe.labels.landcover.path)
@@ -113,8 +116,6 @@ CONTENT_SECTIONS = (
     "filters",
     "plugins",
 )
-# Corpus passes run after the shards, in this order; each writes an overlay table.
-PASSES: list[tuple[str, dict[str, Any]]] = [("statistics_v1", {})]
 
 
 def content_fingerprint(recipe: Recipe) -> dict[str, str]:
@@ -191,7 +192,7 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
         if started_ray:
             ray_shutdown()
     t = time.time()
-    run_passes(out_dir, recipe.name, PASSES)
+    run_passes(out_dir, recipe.name, list(recipe.passes.items()))
     timings["passes_s"] = time.time() - t
     run = _run_record(ctx, plan, inputs, t0, len(todo), results)
     run["timings"] = timings

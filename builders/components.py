@@ -5,6 +5,6 @@ from __future__ import annotations
 from geoweave.captioning import questions, templates
 from geoweave.manifests import passes
 from geoweave.qa import filters
-from geoweave.sources import imagery
+from geoweave.sources import imagery, vector
 
-BUILT_IN = (imagery, templates, questions, filters, passes)
+BUILT_IN = (imagery, vector, templates, questions, filters, passes)

@@ -17,8 +17,10 @@ from pyproj.exceptions import CRSError
 from geoweave.errors import FatalError
 from geoweave.registry import (
     CAPTIONERS,
+    CORPUS_PASSES,
     FILTERS,
     IMAGERY_SOURCES,
+    LABEL_SOURCES,
     QUESTION_GENERATORS,
     Registry,
     load_plugins,
@@ -131,6 +133,14 @@ class VectorConfig(_Strict):
     license: str | None = Field(None, description="carried by samples that use these labels")
 
 
+class LabelSourceConfig(_Component):
+    """A label source component (``vector``: options path, tag_columns; or a plugin's)."""
+
+    type: str
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    license: str | None = Field(None, description="carried by samples that use these labels")
+
+
 class LabelsConfig(_Strict):
     osm: list[Path] = Field(default_factory=list)
     tag_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_TAG_KEYS))
@@ -138,6 +148,9 @@ class LabelsConfig(_Strict):
     keep_points: bool = Field(False, description="keep point features (no visible extent)")
     landcover: LandCoverConfig | None = None
     vector: list[VectorConfig] = Field(default_factory=list)
+    sources: list[LabelSourceConfig] = Field(
+        default_factory=list, description="label source components, by type"
+    )
 
 
 class CaptionsConfig(_Component):
@@ -155,17 +168,26 @@ class QuestionsConfig(_Component):
 
 # Quality filters run in this order unless a recipe disables one (``false``) or adds its own.
 DEFAULT_FILTERS = ("nodata_v1", "low_variance_v1", "min_labels_v1")
+# Corpus passes after the shards; the summary reads statistics_v1, so it is always on.
+DEFAULT_PASSES = ("statistics_v1",)
+REQUIRED_PASSES = ("statistics_v1",)
 
 
-def _merge_filters(value: Any) -> dict[str, dict[str, Any]]:
-    """Recipe filters over the defaults: ``name: {options}`` adds or configures one,
-    ``name: false`` turns it off; order is the defaults', then the recipe's."""
+def merge_components(
+    value: Any, defaults: tuple[str, ...], section: str, required: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
+    """A recipe's ``name: options`` mapping over the defaults: ``name: {options}`` adds or
+    configures one, ``name: false`` turns it off; order is the defaults', then the recipe's."""
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise ValueError("filters is a mapping of filter names to options, e.g. {nodata_v1: {}}")
-    out: dict[str, dict[str, Any]] = {name: {} for name in DEFAULT_FILTERS}
+        raise ValueError(
+            f"{section} is a mapping of component names to options, e.g. {{NAME: {{}}}}"
+        )
+    out: dict[str, dict[str, Any]] = {name: {} for name in defaults}
     for name, opts in value.items():
+        if opts is False and name in required:
+            raise ValueError(f"{section}.{name} cannot be turned off (the build summary reads it)")
         if opts is False:
             out.pop(name, None)
         elif opts is None or opts is True:
@@ -173,7 +195,9 @@ def _merge_filters(value: Any) -> dict[str, dict[str, Any]]:
         elif isinstance(opts, dict):
             out[name] = {**out.get(name, {}), **opts}
         else:
-            raise ValueError(f"filters.{name}: give options as a mapping, or false to turn it off")
+            raise ValueError(
+                f"{section}.{name}: give options as a mapping, or false to turn it off"
+            )
     return out
 
 
@@ -209,8 +233,12 @@ class Recipe(_Strict):
     captions: CaptionsConfig = CaptionsConfig()
     questions: QuestionsConfig = QuestionsConfig()
     filters: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: _merge_filters({}),
+        default_factory=lambda: merge_components({}, DEFAULT_FILTERS, "filters"),
         description="filter name -> options, over the defaults; false turns one off",
+    )
+    passes: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: merge_components({}, DEFAULT_PASSES, "passes"),
+        description="corpus pass name -> options, over the defaults (statistics_v1)",
     )
     plugins: list[str] = Field(
         default_factory=list, description="modules or .py files that register components"
@@ -221,7 +249,12 @@ class Recipe(_Strict):
     @field_validator("filters", mode="before")
     @classmethod
     def _filters(cls, v: Any) -> dict[str, dict[str, Any]]:
-        return _merge_filters(v)
+        return merge_components(v, DEFAULT_FILTERS, "filters")
+
+    @field_validator("passes", mode="before")
+    @classmethod
+    def _passes(cls, v: Any) -> dict[str, dict[str, Any]]:
+        return merge_components(v, DEFAULT_PASSES, "passes", REQUIRED_PASSES)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Recipe:
@@ -255,12 +288,22 @@ class Recipe(_Strict):
             update={"options": norm(QUESTION_GENERATORS, q.name, q.options, "questions")}
         )
         filters = {n: norm(FILTERS, n, o, f"filters.{n}") for n, o in self.filters.items()}
+        passes = {n: norm(CORPUS_PASSES, n, o, f"passes.{n}") for n, o in self.passes.items()}
+        label_sources = [
+            c.model_copy(
+                update={"options": norm(LABEL_SOURCES, c.type, c.options, f"labels.sources.{i}")}
+            )
+            for i, c in enumerate(self.labels.sources)
+        ]
+        labels = self.labels.model_copy(update={"sources": label_sources})
         return self.model_copy(
             update={
                 "imagery": imagery,
                 "captions": captions,
                 "questions": questions,
                 "filters": filters,
+                "passes": passes,
+                "labels": labels,
             }
         )
 
@@ -316,6 +359,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         for v in labels.get("vector") or []:
             if isinstance(v, dict):
                 v["path"] = fix(v.get("path"))
+        for v in labels.get("sources") or []:
+            if isinstance(v, dict) and "path" in v:
+                v["path"] = fix(v["path"])
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:

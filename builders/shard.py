@@ -32,6 +32,7 @@ from geoweave.registry import (
     CAPTIONERS,
     FILTERS,
     IMAGERY_SOURCES,
+    LABEL_SOURCES,
     QUESTION_GENERATORS,
     load_plugins,
 )
@@ -83,7 +84,19 @@ def _label_sources(index_dirs: tuple[str, ...], labels_json: str) -> list[LabelS
         from geoweave.sources.vector import VectorLabelSource
 
         out += [VectorLabelSource(v.path, v.name, v.tag_columns) for v in labels.vector]
+    if labels.sources:
+        import geoweave.builders.components  # noqa: F401  (registers the built-ins)
+
+        out += [LABEL_SOURCES.build(c.type, c.options, c.name) for c in labels.sources]
     return out
+
+
+def label_licenses(labels: LabelsConfig, sources: Sequence[LabelSource]) -> dict[str, str]:
+    """Source name -> licence, for the label sources whose recipe entry gives one (the sources
+    are in recipe order after the OSM indexes: vector files, then ``labels.sources``)."""
+    configs = [*labels.vector, *labels.sources]
+    extra = sources[len(sources) - len(configs) :] if configs else []
+    return {s.name: c.license for c, s in zip(configs, extra, strict=True) if c.license}
 
 
 def open_landcover(cfg: LandCoverConfig) -> ClassRaster:
@@ -147,7 +160,8 @@ class ShardPipeline:
         self.recipe = r
         self.osm_snapshot = ctx.osm_snapshot
         self.imagery = {c.name: (c, open_imagery(c)) for c in r.imagery}
-        self.labels = ShardLabels(open_label_sources(ctx.osm_index_dirs, r.labels), tiles)
+        self.labels_sources = open_label_sources(ctx.osm_index_dirs, r.labels)
+        self.labels = ShardLabels(self.labels_sources, tiles)
         self.landcover = open_landcover(r.labels.landcover) if r.labels.landcover else None
         self.captioner = CAPTIONERS.build(r.captions.name, r.captions.options, r.seed)
         q = r.questions
@@ -156,9 +170,7 @@ class ShardPipeline:
         self.image_filters = [f for f in filters if f.stage == "image"]
         self.text_filters = [f for f in filters if f.stage == "text"]
         self.seconds: dict[str, float] = {}
-        self.label_licenses = {
-            v.name or v.path.stem: v.license for v in r.labels.vector if v.license
-        }
+        self.label_licenses = label_licenses(r.labels, self.labels_sources)
 
     def stages(self) -> list[str]:
         """Stage and filter names in the order they run: the order of the funnel."""

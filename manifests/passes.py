@@ -45,12 +45,14 @@ def run_passes(out_dir: Path, name: str, passes: list[tuple[str, dict[str, Any]]
     ran = []
     for pass_name, options in passes:
         marker = folder / f"{pass_name}.json"
-        if _marker(marker).get("fingerprint") == fp and (folder / f"{pass_name}.parquet").exists():
+        # What the pass read, and how it was asked to read it: new options rerun it too.
+        key = hashlib.sha256((fp + json.dumps(options, sort_keys=True)).encode()).hexdigest()
+        if _marker(marker).get("fingerprint") == key and (folder / f"{pass_name}.parquet").exists():
             continue
         component: CorpusPass = CORPUS_PASSES.build(pass_name, options)
         table = component.run(PassInput(out_dir, name, sidecars))
         _write_atomic_parquet(table, folder / f"{pass_name}.parquet")
-        _write_atomic_text(marker, json.dumps({"fingerprint": fp, "rows": table.num_rows}))
+        _write_atomic_text(marker, json.dumps({"fingerprint": key, "rows": table.num_rows}))
         log.info("corpus pass %s: %d rows", pass_name, table.num_rows)
         ran.append(pass_name)
     return ran

@@ -14,9 +14,11 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 from shapely.geometry import box
 
 from geoweave.errors import FatalError
+from geoweave.registry import LABEL_SOURCES
 from geoweave.sources.labels import LABEL_COLUMNS, LABEL_CRS, BBox, empty_labels
 
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -47,8 +49,23 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+class VectorOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+    tag_columns: list[str] | None = None
+
+
+@LABEL_SOURCES.add("vector")
 class VectorLabelSource:
     """Features of a vector file as labels: ``id``, ``tags`` (its attributes) and ``geometry``."""
+
+    Options = VectorOptions
+
+    @classmethod
+    def from_options(cls, opts: VectorOptions, name: str | None = None) -> VectorLabelSource:
+        """The source of a ``labels.sources`` entry of type ``vector``."""
+        return cls(opts.path, name, opts.tag_columns)
 
     def __init__(
         self,

@@ -47,3 +47,55 @@ def test_a_pass_without_its_marker_is_not_an_overlay(tmp_path: Path) -> None:
     (tmp_path / PASSES_DIR).mkdir()
     (tmp_path / PASSES_DIR / "half_done.parquet").write_bytes(b"PAR1")
     assert overlays(tmp_path) == {}
+
+
+def test_a_plugin_pass_from_the_recipe_lands_in_the_manifest(tmp_path: Path) -> None:
+    import duckdb
+    import yaml
+
+    from geoweave.builders.build import prepare
+    from geoweave.builders.recipe import load_recipe
+    from geoweave.builders.shard import run_shard
+    from geoweave.manifests.manifest import write_manifest
+    from tests.conftest import REPO
+    from tests.data.labels_fixture import write_cover
+    from tests.data.raster_fixture import write_rgb
+
+    recipe = {
+        "name": "ps",
+        "plugins": [str(REPO / "tests" / "data" / "plugins" / "caption_stats.py")],
+        "imagery": [{"name": "img", "path": str(write_rgb(tmp_path / "s.tif", size=128))}],
+        "labels": {"vector": [{"path": str(write_cover(tmp_path / "c.geojson", 1280))}]},
+        "tiles": {"size_px": 32, "gsd_m": [10], "grid_crs": "EPSG:32610"},
+        "passes": {"caption_words_test": {}},
+        "output": {"samples_per_shard": 1000},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    r = load_recipe(tmp_path / "r.yaml")
+    assert list(r.passes) == ["statistics_v1", "caption_words_test"]
+    out = tmp_path / "out"
+    ctx, plan, _ = prepare(r, out)
+    out.mkdir()
+    run_shard(ctx, 0, plan.shard_tiles(0))
+    assert run_passes(out, "ps", list(r.passes.items())) == ["statistics_v1", "caption_words_test"]
+    write_manifest(out, "ps")
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    (gsd, samples, words) = con.execute("FROM caption_words_test").fetchone()
+    kept = con.execute("SELECT count(*) FROM samples WHERE status = 'kept'").fetchone()[0]
+    assert gsd == 10.0 and samples == kept > 0 and words > 3
+    # Other options: the pass runs again, statistics_v1 (same shards, same options) does not.
+    again = [("statistics_v1", {}), ("caption_words_test", {"status": "rejected"})]
+    assert run_passes(out, "ps", again) == ["caption_words_test"]
+
+
+def test_statistics_pass_cannot_be_turned_off(tmp_path: Path) -> None:
+    import pytest
+
+    from geoweave.builders.recipe import load_recipe
+    from geoweave.errors import FatalError
+
+    (tmp_path / "r.yaml").write_text(
+        "name: t\nimagery: [{name: i, path: x.tif}]\npasses: {statistics_v1: false}\n"
+    )
+    with pytest.raises(FatalError, match=r"passes\.statistics_v1 cannot be turned off"):
+        load_recipe(tmp_path / "r.yaml")

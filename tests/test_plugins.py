@@ -75,3 +75,37 @@ def test_missing_plugin_file_fails_before_work(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(FatalError, match=r"plugins: cannot import .*no_such_plugin\.py"):
         load_recipe(path)
+
+
+def test_label_sources_by_type_builtin_and_plugin(tmp_path: Path) -> None:
+    cover = write_cover(tmp_path / "fields.geojson", 1280, {"landuse": "farmland"})
+    data = yaml.safe_load(_recipe(tmp_path).read_text())
+    data["plugins"].append(str(REPO / "tests" / "data" / "plugins" / "box_labels.py"))
+    data["labels"] = {
+        "sources": [
+            {"type": "vector", "name": "fields", "path": str(cover), "license": "CC0 fields"},
+            {"type": "box_test", "name": "box", "value": "meadow"},
+        ]
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    ctx, plan, inputs = prepare(recipe, tmp_path / "out")
+    assert str(cover) in inputs
+    (tmp_path / "out").mkdir()
+    run_shard(ctx, 0, plan.shard_tiles(0))
+    rows = pq.read_table(tmp_path / "out" / "plug-000000.samples.parquet").to_pylist()
+    kept = [r for r in rows if r["status"] == "kept"]
+    assert kept
+    for r in kept:
+        assert {e["source"] for e in r["osm"]} == {"fields", "box"}
+        assert "CC0 fields" in r["license"]
+        text = " ".join(c["text"] for c in r["captions"])
+        assert "meadow" in text or "farmland" in text
+
+
+def test_unknown_label_source_type_is_named(tmp_path: Path) -> None:
+    data = yaml.safe_load(_recipe(tmp_path).read_text())
+    data["labels"] = {"sources": [{"type": "nope"}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(FatalError, match=r"labels\.sources\.0: unknown label source 'nope'"):
+        load_recipe(tmp_path / "recipe.yaml")
