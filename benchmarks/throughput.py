@@ -118,6 +118,9 @@ def size_figures(mosaic: Mosaic, size: int, new_format: bool | None) -> dict[str
     out = OUT / f"mosaic{size}"
     r["one"] = phase(f"geoweave {size} px, 1 worker", lambda: run_build(path, out, 1))
     r["two"] = phase(f"geoweave {size} px, 2 workers", lambda: run_build(path, out, 2))
+    r["alone"] = phase(
+        f"geoweave {size} px, 1 worker, no early worker", lambda: run_build(path, out, 1, False)
+    )
     derive(r)
     return r
 
@@ -127,6 +130,7 @@ def derive(r: dict[str, Any]) -> None:
     floor_rate, one, two = r["floor"]["tiles_per_s"], r["one"], r["two"]
     r["wall_vs_floor"] = one["tiles_per_s"] / floor_rate
     r["inside_vs_floor"] = one["inside_tiles_per_s"] / floor_rate
+    r["inside_alone_vs_floor"] = r["alone"]["inside_tiles_per_s"] / floor_rate
     r["speedup_2w"] = two["tiles_per_s"] / one["tiles_per_s"]
     r["every_tile_kept"] = (r["floor"]["tiles"] == r["planned_tiles"] == one["tiles"] == one["kept"]
                             == two["kept"] == r["expected_tiles"])  # fmt: skip

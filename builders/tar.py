@@ -70,11 +70,8 @@ class TarShard:
         self._member(raw, data, b"0")
 
     def _member(self, name: bytes, data: bytes, kind: bytes) -> None:
-        self._f.write(_header(name, len(data), self.mtime, kind))
-        self._f.write(data)
-        pad = -len(data) % BLOCK
-        if pad:
-            self._f.write(b"\0" * pad)
+        pad = b"\0" * (-len(data) % BLOCK)
+        self._f.write(b"".join((_header(name, len(data), self.mtime, kind), data, pad)))
 
     def close(self) -> None:
         """End-of-archive marker (two zero blocks) and close."""

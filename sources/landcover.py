@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -147,9 +148,18 @@ class LandCoverSource:
         (tests/test_pixel_path.py bounds the share difference).
         """
         counted = [self._counting_grid(t) for t in tiles]
-        with rasterio.open(self.path) as ds:
-            read = functools.partial(self._block_fractions, ds)
-            return run_blocks(counted, blocks_of(counted, self.res_m), read)
+        read = functools.partial(self._block_fractions, self._dataset())
+        return run_blocks(counted, blocks_of(counted, self.res_m), read)
+
+    def _dataset(self) -> rasterio.DatasetReader:
+        """The raster, opened once per process (a shard task reuses it; pickles drop it)."""
+        ds = self.__dict__.get("_ds")
+        if ds is None:
+            ds = self.__dict__["_ds"] = rasterio.open(self.path)
+        return ds
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_ds"}
 
     def _counting_grid(self, tile: Tile) -> Tile:
         """The tile on a grid no finer than the class raster, where the fractions are counted.
