@@ -91,6 +91,15 @@ def lonlat_bounds(bounds: np.ndarray, crs: str, densify: int = 5) -> np.ndarray:
     return np.array([lon.min(axis=1), lat.min(axis=1), lon.max(axis=1), lat.max(axis=1)])
 
 
+def tiff_datetime(value: str | None) -> str | None:
+    """TIFF's ``YYYY:MM:DD HH:MM:SS`` as ISO 8601 (``YYYY-MM-DDTHH:MM:SS``); None if absent or
+    not in that form (the tag is free text in some writers)."""
+    if not value or len(value) < 19 or value[4] != ":" or value[7] != ":":
+        return None
+    date, clock = value[:10].replace(":", "-"), value[11:19]
+    return f"{date}T{clock}" if date[:4].isdigit() and clock[:2].isdigit() else None
+
+
 @IMAGERY_SOURCES.add("geotiff")
 class GeoTiffSource:
     """One local raster, opened lazily per process (rasterio handles do not pickle)."""
@@ -139,6 +148,7 @@ class GeoTiffSource:
         self.res: float = info["res"]  # in the source CRS's units (metres, degrees, ...)
         self.res_m: float = info["res_m"]  # on the ground, at the centre of the image
         self.bounds_lonlat: BBox = info["bounds_lonlat"]
+        self.acquired = acquired or info["acquired"]  # the recipe's, else the file's own
         bad = [b for b in self.bands if b > self.count]
         if bad:
             raise FatalError(f"{self.path}: has {self.count} bands; imagery.bands asks for {bad}")
@@ -173,6 +183,7 @@ class GeoTiffSource:
                     "res": float(abs(ds.res[0])),
                     "res_m": ground_resolution(ds),
                     "bounds_lonlat": transform_bbox(tuple(ds.bounds), crs, "EPSG:4326"),
+                    "acquired": tiff_datetime(ds.tags().get("TIFFTAG_DATETIME")),
                 }
         except RasterioError as e:
             raise FatalError(

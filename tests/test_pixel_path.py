@@ -234,3 +234,15 @@ def test_jpeg_encoder_matches_pillow_quality() -> None:
     assert Image.open(io.BytesIO(data)).size == (128, 128)
     assert abs(len(data) - len(buf.getvalue())) <= 0.02 * len(buf.getvalue())
     assert abs(psnr(data) - psnr(buf.getvalue())) <= 0.2
+
+
+def test_acquisition_time_comes_from_the_file_unless_the_recipe_gives_one(tmp_path: Path) -> None:
+    from geoweave.sources.imagery import GeoTiffSource, tiff_datetime
+
+    path = write_rgb(tmp_path / "dated.tif")
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(TIFFTAG_DATETIME="2021:09:26 09:40:29")
+    assert GeoTiffSource("img", path).acquired == "2021-09-26T09:40:29"
+    assert GeoTiffSource("img", path, acquired="2021-09-26").acquired == "2021-09-26"
+    assert GeoTiffSource("img", write_rgb(tmp_path / "undated.tif")).acquired is None
+    assert tiff_datetime("sometime in autumn") is None
