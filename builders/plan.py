@@ -7,7 +7,7 @@ same shards with the same tiles; that is what makes resume safe.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -57,6 +57,7 @@ def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
     """Every tile of every source and GSD over the area, assigned to shards."""
     area = area_geometry(recipe, sources)
     size = recipe.tiles.size_px
+    per = recipe.output.samples_per_shard
     tiles: list[Tile] = []
     crs = grid_crs_for(area, recipe.tiles.grid_crs)  # one grid for every source
     for src in sources:
@@ -68,12 +69,14 @@ def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
                 for col, row in cells
             ]
             items = src.plan(grid)  # the source picks what covers each tile, without pixels
+            # Each tile is built once more with its shard and item (a million tiles: dataclass
+            # ``replace`` twice per tile cost seconds).
+            first = len(tiles)
             tiles += [
-                replace(t, item=item) if item else replace(t, plan_reject=NO_COVERAGE)
-                for t, item in zip(grid, items, strict=True)
-            ]
+                Tile(t.key, t.source, crs, gsd, size, t.col, t.row, (first + i) // per,
+                     None if item else NO_COVERAGE, item)
+                for i, (t, item) in enumerate(zip(grid, items, strict=True))
+            ]  # fmt: skip
     if not tiles:
         raise FatalError("the area holds no tiles: check area.bbox / area.geojson and the imagery")
-    per = recipe.output.samples_per_shard
-    tiles = [replace(t, shard=i // per) for i, t in enumerate(tiles)]
     return Plan(tuple(tiles), num_shards=(len(tiles) + per - 1) // per, per_shard=per)
