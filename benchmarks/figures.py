@@ -63,7 +63,7 @@ def per_tile_overhead(recipe: Path, min_tiles: int) -> dict[str, Any]:
 def shard_groups(recipe_path: Path) -> tuple[Any, dict[int, list[Any]]]:
     """The recipe and its planned tiles by shard (geoweave internals)."""
     from geoweave.builders.plan import plan_tiles
-    from geoweave.builders.recipe import load_recipe
+    from geoweave.builders.recipe_files import load_recipe
     from geoweave.builders.shard import open_imagery
 
     recipe = load_recipe(recipe_path)
@@ -136,7 +136,7 @@ def osm_index_build(recipe_path: Path) -> dict[str, Any]:
     """build_osm_index into a fresh cache folder vs one bare osmium pass (with areas)."""
     import osmium
 
-    from geoweave.builders.recipe import load_recipe
+    from geoweave.builders.recipe_files import load_recipe
     from geoweave.sources.osm import build_osm_index
 
     tag_keys = load_recipe(recipe_path).labels.tag_keys

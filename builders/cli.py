@@ -111,7 +111,7 @@ def _command(args: argparse.Namespace) -> int:
         cols, rows = run_query(args.out, args.sql)
         format_rows(cols, rows, args.format)
         return 0
-    from geoweave.builders.recipe import load_recipe
+    from geoweave.builders.recipe_files import load_recipe
 
     recipe = load_recipe(args.recipe, _overrides(args))
     if args.command == "plan":

@@ -13,7 +13,7 @@ import yaml
 
 from geoweave.builders.build import prepare
 from geoweave.builders.early import EarlyWorker, ShardQueue
-from geoweave.builders.recipe import load_recipe
+from geoweave.builders.recipe_files import load_recipe
 from geoweave.builders.shard import run_shard
 from geoweave.builders.writers import is_complete
 from tests.conftest import run_cli

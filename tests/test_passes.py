@@ -54,7 +54,7 @@ def test_a_plugin_pass_from_the_recipe_lands_in_the_manifest(tmp_path: Path) -> 
     import yaml
 
     from geoweave.builders.build import prepare
-    from geoweave.builders.recipe import load_recipe
+    from geoweave.builders.recipe_files import load_recipe
     from geoweave.builders.shard import run_shard
     from geoweave.manifests.manifest import write_manifest
     from tests.conftest import REPO
@@ -91,7 +91,7 @@ def test_a_plugin_pass_from_the_recipe_lands_in_the_manifest(tmp_path: Path) -> 
 def test_statistics_pass_cannot_be_turned_off(tmp_path: Path) -> None:
     import pytest
 
-    from geoweave.builders.recipe import load_recipe
+    from geoweave.builders.recipe_files import load_recipe
     from geoweave.errors import FatalError
 
     (tmp_path / "r.yaml").write_text(

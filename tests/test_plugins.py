@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from geoweave.builders.build import prepare
-from geoweave.builders.recipe import load_recipe
+from geoweave.builders.recipe_files import load_recipe
 from geoweave.builders.shard import run_shard
 from geoweave.errors import FatalError
 from tests.conftest import REPO

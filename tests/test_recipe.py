@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geoweave.builders.recipe import load_recipe
+from geoweave.builders.recipe_files import load_recipe
 from geoweave.errors import FatalError
 
 

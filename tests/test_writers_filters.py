@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 
 from geoweave.builders.encode import encode_jpeg
-from geoweave.builders.recipe import load_recipe
+from geoweave.builders.recipe_files import load_recipe
 from geoweave.builders.shard import apply_filters
 from geoweave.builders.writers import ShardWriter, is_complete, remove_temporaries
 from geoweave.qa.filters import LowVarianceFilter, MinLabelsFilter, NodataFilter, grey_std
