@@ -151,7 +151,12 @@ def run_shards(
     if after_fork is not None:
         after_fork()
     t = time.time()
-    started = init_ray(cfg)  # a no-op when the caller connected already
+    try:
+        started = init_ray(cfg)  # a no-op when the caller connected already
+    except BaseException:
+        if early is not None:  # what it completed stays complete; a rerun resumes
+            early.stop()
+        raise
     if timings is not None:
         timings["ray_start_s"] = time.time() - t
     bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
