@@ -5,6 +5,7 @@ Ray is imported here only; every pipeline step is a plain function (STYLE.md 6).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -27,6 +28,9 @@ from geoweave.stats import ShardStats
 # errors of the writer or of a shared file system. Anything else raised out of a shard is
 # deterministic (the same input fails the same way) and is recorded as failed at once.
 RETRYABLE = [ShardError, OSError, MemoryError]
+
+
+log = logging.getLogger("geoweave")
 
 
 def default_node_ip() -> str | None:
@@ -150,6 +154,8 @@ def run_shards(
     )
     if after_fork is not None:
         after_fork()
+    if early is not None:
+        log.info("starting a local Ray; an early worker runs shards meanwhile")
     t = time.time()
     try:
         started = init_ray(cfg)  # a no-op when the caller connected already
@@ -192,6 +198,7 @@ def _dispatch(
             pending[task.remote(ctx_ref, s, plan.shard_tiles(s))] = s
         if early is not None and (results or not pending):  # Ray is warm, or has nothing to do
             finished, failed = early.stop()  # retryable failures go back to the queue
+            log.info("early worker: %d shards while Ray started", len(finished) + len(failed))
             results += finished
             results += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
             bar.update(len(finished) + len(failed))
