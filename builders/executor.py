@@ -163,7 +163,7 @@ def run_shards(
         if early is not None:  # what it completed stays complete; a rerun resumes
             early.stop()
         raise
-    if timings is not None:
+    if timings is not None and started:  # a cluster the caller joined was timed there
         timings["ray_start_s"] = time.time() - t
     bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
     try:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -133,7 +134,7 @@ class Filter(Protocol):
 class PassInput:
     """What a corpus pass reads: the shard sidecars of a build (never the tars)."""
 
-    out_dir: Any  # pathlib.Path
+    out_dir: Path
     name: str
     sidecars: tuple[str, ...]
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 from geoweave.tile import Tile
 
 OSM_LICENSE = "© OpenStreetMap contributors, ODbL 1.0"
-KEPT, REJECTED, FAILED = "kept", "rejected", "failed"
+KEPT, REJECTED = "kept", "rejected"  # a sample's status; "failed" is set by the manifest
 
 
 class LabelElement(TypedDict):
