@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geoweave.builders.executor import init_ray, ray_shutdown, run_shards
+from geoweave.builders.executor import RayStopper, init_ray, ray_shutdown, run_shards
 from geoweave.builders.plan import Plan, plan_tiles
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
@@ -199,6 +199,7 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     finally:
         if started_ray:
             ray_shutdown()
+    stopper = RayStopper()  # a local Ray stops while the passes and the manifest run
     t = time.time()
     run_passes(out_dir, recipe.name, list(recipe.passes.items()))
     timings["passes_s"] = time.time() - t
@@ -207,9 +208,10 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     record_run(out_dir, run)
     t = time.time()
     manifest = write_manifest(out_dir, recipe.name)
-    # The run file gets the manifest's own time too (the manifest's runs table has it from the
-    # next build on).
+    # The run file gets the manifest's own time and Ray's stop too (the manifest's runs table
+    # has them from the next build on).
     timings["manifest_s"] = time.time() - t
+    timings["ray_stop_s"] = stopper.join()
     record_run(out_dir, run)
     return {"out_dir": str(out_dir), "manifest": str(manifest), "seconds": time.time() - t0, **run}
 

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -140,7 +141,8 @@ def run_shards(
 
     When this starts a local Ray, an early worker (``builders/early.py``) runs shards while Ray
     starts. ``timings`` gets ``ray_start_s``; ``after_fork`` is called once that worker exists
-    (background threads must start after a fork, not before).
+    (background threads must start after a fork, not before). A local Ray started here is left
+    running for the caller to stop with ``RayStopper`` (or ``ray_shutdown``).
     """
     import ray
 
@@ -168,13 +170,40 @@ def run_shards(
     bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
     try:
         return _dispatch(ctx, plan, queue, early, bar)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
     finally:
         bar.close()
-        if started:
-            t = time.time()
-            ray.shutdown()
-            if timings is not None:
-                timings["ray_stop_s"] = time.time() - t
+
+
+class RayStopper:
+    """Shut down the local Ray that ``run_shards`` started, on a thread, so the corpus passes
+    and the manifest (which need no Ray) run meanwhile: ``ray.shutdown`` waits about a second
+    for Ray's processes to exit."""
+
+    def __init__(self) -> None:
+        import ray
+
+        self.seconds = 0.0
+        self._thread: threading.Thread | None = None
+        if ray.is_initialized():
+            self._thread = threading.Thread(target=self._stop, name="ray-shutdown")
+            self._thread.start()
+
+    def _stop(self) -> None:
+        import ray
+
+        t = time.time()
+        ray.shutdown()
+        self.seconds = time.time() - t
+
+    def join(self) -> float:
+        """Wait for the shutdown; returns how long it took (0 when nothing was running)."""
+        if self._thread is not None:
+            self._thread.join()
+        return self.seconds
 
 
 def _dispatch(
