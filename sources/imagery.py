@@ -28,7 +28,14 @@ from geoweave.errors import FatalError
 from geoweave.protocols import TileImage
 from geoweave.registry import IMAGERY_SOURCES
 from geoweave.sources.rasters import check_readable, ground_resolution, percentile_stretch
-from geoweave.sources.warp import Block, blocks_of, read_pixels, resampling, run_blocks
+from geoweave.sources.warp import (
+    Block,
+    blocks_of,
+    read_pixels,
+    resampling,
+    run_blocks,
+    window_mask,
+)
 from geoweave.tile import BBox, Tile, transform_bbox, transformer
 
 __all__ = ["GeoTiffSource", "TilePixels", "ground_resolution", "stretch_rgb8"]
@@ -269,12 +276,7 @@ class GeoTiffSource:
         if window is None:
             return TilePixels(out, valid.astype(bool))
         src = self.ds.read(window=window)
-        nodata = self.ds.nodata
-        if self.nodata_override is None:
-            mask = self.ds.dataset_mask(window=window)
-        else:
-            nodata = self.nodata_override
-            mask = np.where(np.all(src == nodata, axis=0), 0, 255).astype(np.uint8)
+        nodata, mask = window_mask(self.ds, window, src, self.nodata_override)
         common = {
             "src_transform": self.ds.window_transform(window),
             "src_crs": self.ds.crs,

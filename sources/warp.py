@@ -175,7 +175,7 @@ def _scale_options(gsd_m: float, res_m: float) -> dict[str, float]:
     return {"XSCALE": scale, "YSCALE": scale} if scale < 0.95 else {}
 
 
-def _mask(
+def window_mask(
     ds: DatasetReader, win: Window, src: np.ndarray, nodata: float | None
 ) -> tuple[float | None, np.ndarray]:
     """(nodata value for the warp, uint8 mask 0/255) of a window: the file's, or the recipe's."""
@@ -219,7 +219,7 @@ def _read_aligned(
     win, ys, xs = part
     inside = out[:, ys, xs]
     ds.read(out=inside, window=win)
-    _, mask = _mask(ds, win, inside, nodata)
+    _, mask = window_mask(ds, win, inside, nodata)
     ok[ys, xs] = mask > 0
     if not ok.all():
         out[:, ~ok] = 0
@@ -238,7 +238,7 @@ def _read_warped(
         return out, valid.astype(bool)
     src = interleaved(ds.count, (int(win.height), int(win.width)), ds.dtypes[0])
     ds.read(out=src, window=win)
-    nodata, mask = _mask(ds, win, src, nodata)
+    nodata, mask = window_mask(ds, win, src, nodata)
     common = {
         "src_transform": ds.window_transform(win),
         "src_crs": ds.crs,
