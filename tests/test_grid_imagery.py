@@ -15,7 +15,7 @@ from geoweave.builders.recipe import Recipe
 from geoweave.errors import FatalError
 from geoweave.sources.grid import tile_key, utm_crs
 from geoweave.sources.imagery import GeoTiffSource
-from geoweave.tile import Tile
+from geoweave.tile import Tile, transformer
 from tests.conftest import SF_BAY
 from tests.data.raster_fixture import ORIGIN, write_corrupt, write_no_crs, write_rgb, write_uint16
 
@@ -143,3 +143,15 @@ def test_ground_resolution_in_any_crs(tmp_path: Path) -> None:
     assert mercator.res == 30 and mercator.res_m == pytest.approx(
         30 * np.cos(np.radians(37.79)), rel=0.01
     )
+
+
+@pytest.mark.parametrize("crs", ["EPSG:32610", "EPSG:32633", "EPSG:3857", "EPSG:3035"])
+def test_tile_lonlat_bounds_match_a_dense_reprojection(crs: str) -> None:
+    """A tile's lon/lat bounds use 2 points per edge; they must equal a 21-point densification
+    (the edges of a tile of a few km are straight to well under a millimetre)."""
+    tr = transformer(crs, "EPSG:4326")
+    for size_px, gsd in ((128, 10.0), (256, 10.0), (1024, 19.0)):
+        for col, row in ((0, 0), (37, 1900), (-51, 2600), (12, -3100)):
+            t = Tile("k", "img", crs, gsd, size_px, col, row)
+            dense = tr.transform_bounds(*t.bounds, densify_pts=21)
+            assert t.bbox_lonlat() == pytest.approx(dense, abs=1e-9)

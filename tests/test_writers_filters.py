@@ -158,3 +158,17 @@ def test_tar_shard_is_a_plain_tar_for_tarfile_and_webdataset(tmp_path: Path) -> 
     samples = list(wds.WebDataset(str(path), shardshuffle=False))
     assert [s["__key__"] for s in samples] == ["k1", long_key, "k2"]
     assert samples[0]["txt"] == "café".encode()
+
+
+def test_tar_header_is_byte_for_byte_what_tarfile_writes() -> None:
+    import tarfile
+
+    from geoweave.builders.tar import _header
+
+    for name, size, kind in ((b"k1.jpg", 4257, b"0"), (b"x" * 100, 0, b"0"), (b"./@P", 77, b"x")):
+        info = tarfile.TarInfo(name.decode())
+        info.size, info.mtime, info.mode, info.type = size, 1_700_000_000, 0o644, kind
+        info.uname = info.gname = ""
+        assert _header(name, size, 1_700_000_000, kind) == info.tobuf(tarfile.USTAR_FORMAT)
+    with pytest.raises(ValueError, match="ustar limit"):
+        _header(b"big.tif", 8**11, 0)
