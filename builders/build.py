@@ -25,9 +25,9 @@ from geoweave.builders.executor import RayStopper, init_ray, ray_shutdown, run_s
 from geoweave.builders.plan import Plan, plan_tiles
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
-from geoweave.builders.writers import is_complete, remove_temporaries
+from geoweave.builders.writers import is_complete, remove_temporaries, sidecar_path
 from geoweave.errors import FatalError
-from geoweave.manifests.manifest import PLAN, record_run, write_manifest
+from geoweave.manifests.manifest import PLAN, ManifestBuilder, record_run
 from geoweave.manifests.passes import run_passes
 from geoweave.sources.checksums import InputChecksums
 from geoweave.stats import COMPLETE, ShardStats
@@ -178,24 +178,17 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     _check_plan(out_dir, table)
     timings["prepare_s"] = time.time() - t0
     started_ray = False
+    manifest = ManifestBuilder(out_dir, recipe.name)  # loads sidecars as shards complete
     if recipe.execution.ray_address:  # a bad cluster address fails before any output
         started_ray = init_ray(recipe.execution)
         timings["ray_start_s"] = time.time() - t0 - timings["prepare_s"]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out_dir / PLAN)
-        remove_temporaries(out_dir)
-        todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, recipe.name, s)]
-        if len(todo) < plan.num_shards:
-            log.info(
-                "resume: %d shards complete already, %d to run",
-                plan.num_shards - len(todo),
-                len(todo),
-            )
-        t = time.time()
-        results = run_shards(ctx, plan, todo, progress, timings, inputs.start) if todo else []
-        remove_temporaries(out_dir)
-        timings["shards_s"] = time.time() - t
+        todo, results = _shards(ctx, plan, inputs, manifest, progress, timings)
+    except BaseException:
+        manifest.abort()
+        raise
     finally:
         if started_ray:
             ray_shutdown()
@@ -207,13 +200,51 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     run["timings"] = timings
     record_run(out_dir, run)
     t = time.time()
-    manifest = write_manifest(out_dir, recipe.name)
+    manifest_path = manifest.finish()
     # The run file gets the manifest's own time and Ray's stop too (the manifest's runs table
     # has them from the next build on).
     timings["manifest_s"] = time.time() - t
     timings["ray_stop_s"] = stopper.join()
     record_run(out_dir, run)
-    return {"out_dir": str(out_dir), "manifest": str(manifest), "seconds": time.time() - t0, **run}
+    return {"out_dir": str(out_dir), "manifest": str(manifest_path), **run} | {
+        "seconds": time.time() - t0
+    }
+
+
+def _shards(
+    ctx: BuildContext,
+    plan: Plan,
+    inputs: InputChecksums,
+    manifest: ManifestBuilder,
+    progress: bool,
+    timings: dict[str, float],
+) -> tuple[list[int], list[ShardStats]]:
+    """Run the shards not complete yet; the manifest loads each sidecar as its shard
+    completes. Returns the shards run and their stats."""
+    out_dir, name = ctx.out_dir, ctx.recipe.name
+    remove_temporaries(out_dir)
+    todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, name, s)]
+    for s in sorted(set(range(plan.num_shards)) - set(todo)):
+        manifest.add(sidecar_path(out_dir, name, s))
+    if len(todo) < plan.num_shards:
+        log.info(
+            "resume: %d shards complete already, %d to run", plan.num_shards - len(todo), len(todo)
+        )
+
+    def after_fork() -> None:  # threads start after the early worker's fork
+        inputs.start()
+        manifest.start()
+
+    def on_done(stats: list[ShardStats]) -> None:
+        for st in stats:
+            if st.status == COMPLETE:
+                manifest.add(sidecar_path(out_dir, name, st.shard))
+
+    t = time.time()
+    results = run_shards(ctx, plan, todo, progress, timings, after_fork, on_done) if todo else []
+    remove_temporaries(out_dir, keep=manifest.tmp.name)
+    timings["shards_s"] = time.time() - t
+    return todo, results
 
 
 def _run_record(

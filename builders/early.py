@@ -48,6 +48,17 @@ class ShardQueue:
             self._next.value = i + 1
         return self._shards[i]
 
+    @property
+    def size(self) -> int:
+        return len(self._shards)
+
+    def take_many(self, n: int) -> list[int]:
+        """Up to ``n`` shards (fewer at the end; empty when all are handed out)."""
+        out: list[int] = []
+        while len(out) < n and (shard := self.take()) is not None:
+            out.append(shard)
+        return out
+
     def give_back(self, shard: int) -> None:
         self._returned.append(shard)
 

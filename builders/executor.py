@@ -1,4 +1,4 @@
-"""Ray execution: one task per shard, retries per shard, progress, failed shards recorded.
+"""Ray execution: shards in small batches per task, retries, progress, failed shards recorded.
 
 Ray is imported here only; every pipeline step is a plain function (STYLE.md 6).
 """
@@ -21,14 +21,14 @@ from geoweave.builders.early import EarlyWorker, ShardQueue
 from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.shard import BuildContext, run_shard
-from geoweave.builders.writers import shard_stem, write_stats
-from geoweave.errors import FatalError, ShardError
+from geoweave.builders.writers import complete_stats, shard_stem, write_stats
+from geoweave.errors import RETRYABLE, FatalError
 from geoweave.stats import ShardStats
+from geoweave.tile import Tile
 
-# Shard-level faults worth another attempt: a lost worker (Ray retries those by itself), I/O
-# errors of the writer or of a shared file system. Anything else raised out of a shard is
-# deterministic (the same input fails the same way) and is recorded as failed at once.
-RETRYABLE = [ShardError, OSError, MemoryError]
+# Shard-level faults worth another attempt (``RETRYABLE``): a lost worker (Ray retries those by
+# itself), I/O errors of the writer or of a shared file system. Anything else raised out of a
+# shard is deterministic (the same input fails the same way) and is recorded as failed at once.
 
 
 log = logging.getLogger("geoweave")
@@ -91,11 +91,40 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from e
 
 
-def _run_shard_on_node(ctx: BuildContext, shard: int, tiles: list[Any]) -> ShardStats:
-    """The Ray task: ``run_shard``, labelled with the node it ran on."""
+Batch = list[tuple[int, list[Tile]]]
+Outcome = ShardStats | tuple[int, str]  # a shard's stats, or (shard, error) when it failed
+
+
+def _run_shards_on_node(ctx: BuildContext, batch: Batch) -> list[Outcome]:
+    """The Ray task: ``run_shard`` for each shard of a batch, labelled with the node it ran on.
+
+    A shard already complete on disk (an earlier attempt of this task got that far) is not run
+    again. A deterministic error fails its own shard only; a retryable one (``RETRYABLE``, and a
+    lost worker) fails the task, which Ray retries from the first incomplete shard."""
     import ray
 
-    return run_shard(ctx, shard, tiles, node=ray.util.get_node_ip_address())
+    node = ray.util.get_node_ip_address()
+    out: list[Outcome] = []
+    for shard, tiles in batch:
+        done = complete_stats(ctx.out_dir, ctx.recipe.name, shard)
+        if done is not None:
+            out.append(done)
+            continue
+        try:
+            out.append(run_shard(ctx, shard, tiles, node=node))
+        except RETRYABLE:
+            raise
+        except Exception as e:
+            out.append((shard, "".join(traceback.format_exception_only(type(e), e))))
+    return out
+
+
+def shards_per_task(cfg: ExecutionConfig, shards: int, cpus: int) -> int:
+    """Shards per Ray task: ``execution.shards_per_task``, else 1 to 8 so that each CPU still
+    gets at least 16 tasks (Ray spends 1-2 ms per task; a small shard takes 20-50 ms)."""
+    if cfg.shards_per_task:
+        return cfg.shards_per_task
+    return max(1, min(8, shards // (16 * max(cpus, 1))))
 
 
 def ray_shutdown() -> None:
@@ -110,15 +139,26 @@ def _record_failure(ctx: BuildContext, shard: int, n_tiles: int, error: str) -> 
     return stats
 
 
-def _collect(ctx: BuildContext, plan: Plan, shard: int, ref: Any) -> ShardStats:
-    """The stats of a finished task, or the failure record of a shard out of retries."""
+def _collect(
+    ctx: BuildContext, plan: Plan, batch: list[int], ref: Any, queue: ShardQueue
+) -> list[ShardStats]:
+    """The stats of a finished task's shards (failure records for those that failed).
+
+    A task out of retries failed on its first incomplete shard, which had every attempt: that
+    shard is recorded failed; the batch's shards after it never ran and go back to the queue."""
     import ray
 
     try:
-        stats: ShardStats = ray.get(ref)
-        return stats
+        outcomes: list[Outcome] = ray.get(ref)
     except Exception as e:
-        return _failed(ctx, plan, shard, "".join(traceback.format_exception_only(type(e), e)))
+        msg = "".join(traceback.format_exception_only(type(e), e))
+        done = {s: complete_stats(ctx.out_dir, ctx.recipe.name, s) for s in batch}
+        todo = [s for s in batch if done[s] is None]
+        for s in reversed(todo[1:]):
+            queue.give_back(s)
+        stats = [d for d in done.values() if d is not None]
+        return stats + ([_failed(ctx, plan, todo[0], msg)] if todo else [])
+    return [o if isinstance(o, ShardStats) else _failed(ctx, plan, *o) for o in outcomes]
 
 
 def _failed(ctx: BuildContext, plan: Plan, shard: int, msg: str) -> ShardStats:
@@ -136,12 +176,14 @@ def run_shards(
     progress: bool = True,
     timings: dict[str, float] | None = None,
     after_fork: Callable[[], None] | None = None,
+    on_done: Callable[[list[ShardStats]], None] | None = None,
 ) -> list[ShardStats]:
     """Run the given shards on Ray; a shard that fails after its retries is recorded as failed.
 
     When this starts a local Ray, an early worker (``builders/early.py``) runs shards while Ray
     starts. ``timings`` gets ``ray_start_s``; ``after_fork`` is called once that worker exists
-    (background threads must start after a fork, not before). A local Ray started here is left
+    (background threads must start after a fork, not before); ``on_done`` gets the stats of
+    shards as they finish (complete or failed). A local Ray started here is left
     running for the caller to stop with ``RayStopper`` (or ``ray_shutdown``).
     """
     import ray
@@ -169,7 +211,7 @@ def run_shards(
         timings["ray_start_s"] = time.time() - t
     bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
     try:
-        return _dispatch(ctx, plan, queue, early, bar)
+        return _dispatch(ctx, plan, queue, early, bar, on_done or (lambda _stats: None))
     except BaseException:
         if started:
             ray.shutdown()
@@ -225,38 +267,47 @@ class RayStopper:
 
 
 def _dispatch(
-    ctx: BuildContext, plan: Plan, queue: ShardQueue, early: EarlyWorker | None, bar: tqdm
+    ctx: BuildContext,
+    plan: Plan,
+    queue: ShardQueue,
+    early: EarlyWorker | None,
+    bar: tqdm,
+    on_done: Callable[[list[ShardStats]], None],
 ) -> list[ShardStats]:
     """Submit shards from the queue to Ray, a bounded window at a time, and collect them."""
     import ray
 
     cfg = ctx.recipe.execution
-    task = ray.remote(_run_shard_on_node).options(
+    task = ray.remote(_run_shards_on_node).options(
         num_cpus=1, max_retries=cfg.retries, retry_exceptions=list(RETRYABLE)
     )
     ctx_ref = ray.put(ctx)
-    # A bounded window of tasks in flight: a continent has too many shards to submit at once.
-    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    pending: dict[Any, int] = {}
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    per_task = shards_per_task(cfg, queue.size, cpus)
+    # A bounded window of tasks in flight: a continent has too many shards to submit at once;
+    # 4 per CPU keep a worker from waiting on the driver between tasks.
+    window = max(4, 4 * cpus)
+    pending: dict[Any, list[int]] = {}
     results: list[ShardStats] = []
     t0, tiles_done = time.time(), 0
     while True:
-        while len(pending) < window and (s := queue.take()) is not None:
-            pending[task.remote(ctx_ref, s, plan.shard_tiles(s))] = s
+        while len(pending) < window and (batch := queue.take_many(per_task)):
+            pending[task.remote(ctx_ref, [(s, plan.shard_tiles(s)) for s in batch])] = batch
         if early is not None and (results or not pending):  # Ray is warm, or has nothing to do
             finished, failed = early.stop()  # retryable failures go back to the queue
-            log.info("early worker: %d shards while Ray started", len(finished) + len(failed))
+            finished += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
+            log.info("early worker: %d shards while Ray started", len(finished))
             results += finished
-            results += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
-            bar.update(len(finished) + len(failed))
+            on_done(finished)
+            bar.update(len(finished))
             early = None
             continue
         if not pending:
             return results
         done, _ = ray.wait(list(pending), num_returns=1)
-        shard = pending.pop(done[0])
-        stats = _collect(ctx, plan, shard, done[0])
-        results.append(stats)
-        tiles_done += stats.tiles
+        stats = _collect(ctx, plan, pending.pop(done[0]), done[0], queue)
+        results += stats
+        on_done(stats)
+        tiles_done += sum(s.tiles for s in stats)
         bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")
-        bar.update(1)
+        bar.update(len(stats))

@@ -212,6 +212,9 @@ class ExecutionConfig(_Strict):
     ray_address: str | None = Field(None, description="None starts a local Ray")
     num_cpus: int | None = Field(None, ge=1)
     retries: int = Field(2, ge=0)
+    shards_per_task: int | None = Field(
+        None, ge=1, le=64, description="shards per Ray task; default: 1 to 8 by build size"
+    )
     early_start: bool = Field(
         True, description="run shards in a forked process while a local Ray starts (Linux)"
     )

@@ -30,26 +30,38 @@ def stats_path(out_dir: Path, name: str, shard: int) -> Path:
     return out_dir / f"{shard_stem(name, shard)}.stats.json"
 
 
-def is_complete(out_dir: Path, name: str, shard: int) -> bool:
-    """A shard is complete when its stats file exists and names files of the recorded sizes."""
+def complete_stats(out_dir: Path, name: str, shard: int) -> ShardStats | None:
+    """The stats of a complete shard: its stats file exists and names files of the recorded
+    sizes; None when the shard is not complete."""
     path = stats_path(out_dir, name, shard)
     try:
-        stats = json.loads(path.read_text())
-        files = stats["files"]
-    except (OSError, ValueError, KeyError):
-        return False
-    if stats.get("status") != COMPLETE:
-        return False
-    return all(
-        (out_dir / f).is_file() and (out_dir / f).stat().st_size == size
-        for f, size in files.items()
-    )
+        stats = ShardStats.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if stats.status != COMPLETE:
+        return None
+    for f, size in stats.files.items():
+        p = out_dir / f
+        if not p.is_file() or p.stat().st_size != size:
+            return None
+    return stats
 
 
-def remove_temporaries(out_dir: Path) -> int:
-    """Delete leftovers of interrupted attempts; returns how many were removed."""
+def is_complete(out_dir: Path, name: str, shard: int) -> bool:
+    return complete_stats(out_dir, name, shard) is not None
+
+
+def sidecar_path(out_dir: Path, name: str, shard: int) -> Path:
+    return out_dir / f"{shard_stem(name, shard)}.samples.parquet"
+
+
+def remove_temporaries(out_dir: Path, keep: str | None = None) -> int:
+    """Delete leftovers of interrupted attempts, except names starting with ``keep`` (this
+    run's own manifest in the making); returns how many were removed."""
     n = 0
     for p in out_dir.glob("*.tmp-*"):
+        if keep and p.name.startswith(keep):
+            continue
         p.unlink(missing_ok=True)
         n += 1
     return n

@@ -1,13 +1,16 @@
 """The DuckDB manifest: one file that records every planned tile, shard and run.
 
-Rebuilt from the shard sidecars at the end of every run (so it always matches the files), written
-under a temporary name and renamed. Runs accumulate in ``_runs/*.json`` beside it.
+Rebuilt from the shard sidecars at every run (so it always matches the files), written under a
+temporary name and renamed; a build loads the sidecars as its shards complete. Runs accumulate in ``_runs/*.json`` beside it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ import pyarrow as pa
 from geoweave.manifests.passes import overlays
 from geoweave.record import SIDECAR_SCHEMA
 from geoweave.stats import COMPLETE, SHARDS_SCHEMA, ShardStats
+
+log = logging.getLogger("geoweave")
 
 MANIFEST = "manifest.duckdb"
 PLAN = "plan.parquet"
@@ -99,31 +104,127 @@ def _scalar(value: Any) -> Any:
 
 def write_manifest(out_dir: Path, name: str) -> Path:
     """(Re)build ``manifest.duckdb`` from the sidecars, stats files, plan and run records."""
-    tmp = out_dir / f"{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
-    con = duckdb.connect(str(tmp))
-    try:
-        sidecars = sorted(str(p) for p in out_dir.glob(f"{name}-*.samples.parquet"))
-        con.register("empty_samples", SIDECAR_SCHEMA.empty_table())
-        con.execute("CREATE TABLE samples AS SELECT * FROM empty_samples")
-        if sidecars:
-            con.execute("INSERT INTO samples SELECT * FROM read_parquet(?)", [sidecars])
-        if (out_dir / PLAN).exists():
-            con.execute(MISSING_FROM_PLAN, [str(out_dir / PLAN)])
-        con.execute(REJECTS_VIEW)
-        stats = _shard_stats(out_dir, name)
-        for table, data in (
-            ("shards", pa.Table.from_pylist([s.row() for s in stats], schema=SHARDS_SCHEMA)),
-            ("funnel", funnel_table(stats)),
-            ("runs", _runs_table(out_dir)),
-        ):
-            con.register(f"{table}_src", data)
-            con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_src")
-            con.unregister(f"{table}_src")
-        for table, path in overlays(out_dir).items():
-            con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(path)])
-        con.unregister("empty_samples")
-    finally:
-        con.close()
-    final = out_dir / MANIFEST
-    os.replace(tmp, final)
-    return final
+    return ManifestBuilder(out_dir, name).finish()
+
+
+class ManifestBuilder:
+    """Builds the manifest under a temporary name, optionally loading sidecars while the
+    shards still run (``start``, then ``add`` for each complete shard's sidecar): on one worker
+    the driver's CPU is idle, and reading the sidecars is most of the manifest's time.
+
+    ``finish`` loads whatever sidecar on disk was not loaded yet; if a loaded one changed or
+    vanished since (it cannot in one run, but the files are the truth), it reloads them all.
+    The connection is opened on the loader thread, so ``start`` must follow any ``fork``."""
+
+    def __init__(self, out_dir: Path, name: str) -> None:
+        self.out_dir, self.name = out_dir, name
+        self.tmp = out_dir / f"{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._loaded: dict[str, tuple[int, int]] = {}  # sidecar -> (size, mtime_ns) at load
+        self._queue: queue.Queue[Path | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._load_loop, name="manifest", daemon=True)
+        self._thread.start()
+
+    def add(self, sidecar: Path) -> None:
+        self._queue.put(sidecar)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self._con = duckdb.connect(str(self.tmp))
+            self._con.register("empty_samples", SIDECAR_SCHEMA.empty_table())
+            self._con.execute("CREATE TABLE samples AS SELECT * FROM empty_samples")
+            self._con.unregister("empty_samples")
+        return self._con
+
+    def _load_loop(self) -> None:
+        """Load queued sidecars, several per statement when they arrive together, until the
+        ``None`` that ``_stop`` sends."""
+        try:
+            done = False
+            while not done:
+                batch = [self._queue.get()]
+                while not self._queue.empty():
+                    batch.append(self._queue.get())
+                done = None in batch
+                self._load([p for p in batch if p is not None])
+        except BaseException as e:  # reported by finish, which then rebuilds from the files
+            self._error = e
+
+    def _load(self, sidecars: list[Path]) -> None:
+        paths = [str(p) for p in sidecars if str(p) not in self._loaded]
+        if not paths:
+            return
+        stamps = {p: _stamp(p) for p in paths}
+        self._connect().execute("INSERT INTO samples SELECT * FROM read_parquet(?)", [paths])
+        self._loaded.update(stamps)
+
+    def _join(self) -> None:
+        """Stop the loader thread once the queue is loaded."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def finish(self) -> Path:
+        """Load the remaining sidecars, write the other tables, rename into place."""
+        self._join()
+        if self._error is not None:  # the loader failed: start over from the files
+            log.warning("reloading the manifest's sidecars: %s", self._error)
+            self.abort()
+        try:
+            on_disk = sorted(str(p) for p in self.out_dir.glob(f"{self.name}-*.samples.parquet"))
+            if any(_stamp(p) != self._loaded.get(p, _stamp(p)) for p in on_disk) or set(
+                self._loaded
+            ) - set(on_disk):
+                self.abort()  # a loaded sidecar changed: reload everything
+            self._load([Path(p) for p in on_disk])
+            _write_tables(self._connect(), self.out_dir, self.name)
+        except BaseException:
+            self.abort()
+            raise
+        self._close()
+        final = self.out_dir / MANIFEST
+        os.replace(self.tmp, final)
+        return final
+
+    def _close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def abort(self) -> None:
+        """Drop the half-built manifest (the next ``finish`` starts from nothing)."""
+        self._join()
+        self._close()
+        self._loaded.clear()
+        self._error = None
+        self.tmp.unlink(missing_ok=True)
+        self.tmp.with_name(self.tmp.name + ".wal").unlink(missing_ok=True)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> None:
+    """Everything but the sidecar rows: failed tiles from the plan, shards, funnel, runs,
+    pass overlays and the rejects view."""
+    if (out_dir / PLAN).exists():
+        con.execute(MISSING_FROM_PLAN, [str(out_dir / PLAN)])
+    con.execute(REJECTS_VIEW)
+    stats = _shard_stats(out_dir, name)
+    for table, data in (
+        ("shards", pa.Table.from_pylist([s.row() for s in stats], schema=SHARDS_SCHEMA)),
+        ("funnel", funnel_table(stats)),
+        ("runs", _runs_table(out_dir)),
+    ):
+        con.register(f"{table}_src", data)
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_src")
+        con.unregister(f"{table}_src")
+    for table, path in overlays(out_dir).items():
+        con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(path)])

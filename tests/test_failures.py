@@ -110,6 +110,37 @@ def test_lost_worker_is_retried_then_recorded_failed_and_rerun(
     assert not list(out.glob("*.tmp-*"))
 
 
+def test_lost_worker_in_a_batch_fails_only_its_shard(tmp_path: Path) -> None:
+    """Four shards per Ray task: the task dies on its second shard. Ray retries the task from
+    that shard (the first stays complete, not rerun); out of retries, only that shard is
+    recorded failed and the batch's later shards run in other tasks."""
+    image = write_rgb(tmp_path / "scene.tif", size=256)
+    attempts, runs = tmp_path / "attempts.txt", tmp_path / "runs.txt"
+    imagery = {"name": "img", "type": "crashing_geotiff_test", "path": str(image)}
+    imagery |= {"scale": "none", "attempts_file": str(attempts), "shard": 1}
+    imagery |= {"runs_file": str(runs)}
+    execution = {"num_cpus": 1, "retries": 1, "early_start": False, "shards_per_task": 4}
+    recipe = _recipe(
+        tmp_path,
+        imagery,
+        plugins=[str(PLUGIN)],
+        execution=execution,
+        output={"samples_per_shard": 4},
+    )
+    out = tmp_path / "out"
+    res = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert _count(attempts) == 2  # shard 1: the first attempt and one retry
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    shards = dict(con.execute("SELECT shard, status FROM shards").fetchall())
+    con.close()
+    assert len(shards) >= 4 and shards[1] == "failed"
+    assert all(status == "complete" for k, status in shards.items() if k != 1)
+    ran = [int(x) for x in runs.read_text().split()]
+    assert sorted(ran) == sorted([*shards, 1])  # every shard read once, shard 1 twice
+    assert not list(out.glob("*.tmp-*"))
+
+
 def test_deterministic_shard_fault_is_not_retried(tmp_path: Path) -> None:
     image = write_rgb(tmp_path / "scene.tif", size=128)
     attempts = tmp_path / "attempts.txt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 
 from geoweave.builders.writers import ShardWriter
@@ -50,7 +51,6 @@ def test_a_pass_without_its_marker_is_not_an_overlay(tmp_path: Path) -> None:
 
 
 def test_a_plugin_pass_from_the_recipe_lands_in_the_manifest(tmp_path: Path) -> None:
-    import duckdb
     import yaml
 
     from geoweave.builders.build import prepare
@@ -99,3 +99,46 @@ def test_statistics_pass_cannot_be_turned_off(tmp_path: Path) -> None:
     )
     with pytest.raises(FatalError, match=r"passes\.statistics_v1 cannot be turned off"):
         load_recipe(tmp_path / "r.yaml")
+
+
+def _keys(out: Path) -> list[str]:
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    keys = [k for (k,) in con.execute("SELECT key FROM samples ORDER BY key").fetchall()]
+    con.close()
+    return keys
+
+
+def test_manifest_loaded_during_the_build_matches_the_files(tmp_path: Path) -> None:
+    """Sidecars added while shards run end up once each; one that changed after it was loaded,
+    or one that fails to load, makes the builder reload from the files."""
+    from geoweave.builders.writers import sidecar_path
+    from geoweave.manifests.manifest import ManifestBuilder, write_manifest
+
+    _shard(tmp_path, 0, 3)
+    _shard(tmp_path, 1, 2)
+    builder = ManifestBuilder(tmp_path, "ds")
+    builder.start()
+    builder.add(sidecar_path(tmp_path, "ds", 0))
+    builder.add(sidecar_path(tmp_path, "ds", 0))  # reported twice: loaded once
+    builder.add(sidecar_path(tmp_path, "ds", 1))
+    builder.finish()
+    write_manifest(tmp_path, "ds")
+    clean = _keys(tmp_path)
+    assert len(clean) == 5
+    assert _keys(tmp_path) == clean
+
+    changed = ManifestBuilder(tmp_path, "ds")
+    changed.start()
+    changed.add(sidecar_path(tmp_path, "ds", 0))
+    changed._join()  # loaded; now the shard is rewritten with 4 tiles
+    _shard(tmp_path, 0, 4)
+    changed.finish()
+    assert len(_keys(tmp_path)) == 6
+
+    broken = ManifestBuilder(tmp_path, "ds")
+    (tmp_path / "not-a-sidecar.parquet").write_bytes(b"junk")
+    broken.start()
+    broken.add(tmp_path / "not-a-sidecar.parquet")
+    broken.finish()
+    assert len(_keys(tmp_path)) == 6
+    assert not list(tmp_path.glob("*.tmp-*"))

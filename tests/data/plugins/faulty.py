@@ -30,16 +30,21 @@ class CrashingSource(GeoTiffSource):
     class Options(GeoTiffSource.Options):
         attempts_file: Path
         shard: int = 0
+        runs_file: Path | None = None  # gets the shard number of every read
 
     @classmethod
     def from_options(cls, opts, name, license="see source", acquired=None):  # type: ignore[no-untyped-def, override]
         base = GeoTiffSource.Options(path=opts.path, bands=opts.bands, scale=opts.scale)
         src = super().from_options(base, name, license, acquired)
         src.crash = (opts.attempts_file, opts.shard)  # type: ignore[attr-defined]
+        src.runs_file = opts.runs_file  # type: ignore[attr-defined]
         return src
 
     def read(self, tiles):  # type: ignore[no-untyped-def]
         attempts_file, shard = self.crash  # type: ignore[attr-defined]
+        if tiles and self.runs_file is not None:  # type: ignore[attr-defined]
+            with open(self.runs_file, "a") as f:  # type: ignore[attr-defined]
+                f.write(f"{tiles[0].shard}\n")
         if tiles and tiles[0].shard == shard:
             with open(attempts_file, "a") as f:
                 f.write("x\n")
