@@ -1,5 +1,8 @@
 """Join label features to tiles: which elements are visible in a tile, how big, and where.
 
+Every source's ids and tags are cleaned here (``geoweave.text.clean_tags``: one line, no
+control or bidi characters, capped length) before any caption, QA pair or record sees them.
+
 Labels are fetched once per shard (one query over the shard's bounding box), reprojected once
 to the grid CRS and put in an STRtree; each tile then costs one tree query and one vectorised
 clip. That is what makes the join much faster than a per-tile spatial join on a whole table.
@@ -15,6 +18,7 @@ import shapely
 
 from geoweave.sources.grid import transform_geom
 from geoweave.sources.labels import LABEL_CRS, LabelSource
+from geoweave.text import clean_label, clean_tags
 from geoweave.tile import Tile, transform_bbox
 
 POSITIONS = (
@@ -36,8 +40,9 @@ class ShardLabels:
         for src in label_sources:
             f = src.query(bbox)
             if len(f):
-                ids.append(f["id"].to_numpy(dtype=object))
-                tags.append(_objects(f["tags"].to_list()))
+                # label text is untrusted: cleaned once here, for every source
+                ids.append(_objects([clean_label(i) for i in f["id"].to_list()]))
+                tags.append(_objects([clean_tags(t) for t in f["tags"].to_list()]))
                 names.append(np.full(len(f), src.name, dtype=object))
                 geoms.append(transform_geom(f.geometry.to_numpy(), LABEL_CRS, crs))
         self.ids = _concat(ids)

@@ -1,8 +1,21 @@
-"""Read-only SQL over a build's manifest, printed as a table, CSV or JSON."""
+"""Read-only SQL over a build's manifest, printed as a table, CSV or JSON.
+
+``query`` cannot write or reach the network, whatever the SQL says. Two locks, each enough for
+the statements it knows:
+
+- Every statement is parsed before any runs; only queries pass (SELECT, FROM, WITH, VALUES,
+  DESCRIBE, SHOW, SUMMARIZE, PRAGMA that reads, and EXPLAIN of one of those). COPY, ATTACH,
+  EXPORT, INSTALL, LOAD, SET, CREATE and the rest are refused by name.
+- The connection is read-only and locked with DuckDB's own settings: no extension autoload or
+  autoinstall, ``enable_external_access = false`` with the output folder as the only allowed
+  directory (the corpus's own files stay readable: ``read_parquet('OUT/*.samples.parquet')``),
+  then ``lock_configuration`` so no statement can undo it.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -11,9 +24,14 @@ import duckdb
 
 from geoweave.errors import FatalError
 from geoweave.manifests.manifest import MANIFEST
+from geoweave.text import printable
+
+_QUERY = duckdb.StatementType.SELECT
+_EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)
 
 
 def open_manifest(out_dir: str | Path) -> duckdb.DuckDBPyConnection:
+    """The manifest, read-only, locked to reading files in its own folder."""
     path = Path(out_dir)
     if path.is_dir():
         path = path / MANIFEST
@@ -21,13 +39,53 @@ def open_manifest(out_dir: str | Path) -> duckdb.DuckDBPyConnection:
         raise FatalError(
             f"no manifest at {path}: run `build-dataset run RECIPE --output {out_dir}` first"
         )
-    return duckdb.connect(str(path), read_only=True)
+    folder = str(path.resolve().parent).rstrip("/") + "/"
+    config = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+    con = duckdb.connect(str(path), read_only=True, config=config)
+    con.execute("SET allowed_directories = ?", [[folder]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def read_only_statements(sql: str) -> list[str]:
+    """The statements of ``sql``, each checked to be a query; anything else is refused before
+    any statement runs."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise FatalError(f"query failed: {e}") from e
+    if not statements:
+        raise FatalError('no SQL statement given: pass one, e.g. "SELECT * FROM samples LIMIT 5"')
+    for st in statements:
+        _check(st)
+    return [st.query for st in statements]
+
+
+def _check(st: Any) -> None:
+    text = st.query.strip()
+    if st.type == _QUERY:
+        return
+    if st.type == duckdb.StatementType.EXPLAIN:  # EXPLAIN ANALYZE runs what it explains
+        inner = _EXPLAIN_PREFIX.sub("", text, count=1)
+        if inner != text and all(s.type == _QUERY for s in duckdb.extract_statements(inner)):
+            return
+    kind = str(st.type).rsplit(".", 1)[-1].replace("_STATEMENT", "")
+    raise FatalError(
+        f"`query` runs read-only SQL (SELECT, FROM, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); "
+        f"refused a {kind} statement: {printable(text[:120])}"
+    )
 
 
 def run_query(out_dir: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run read-only ``sql`` on a build's manifest; returns the last statement's columns and
+    rows (as DuckDB does for several statements)."""
+    statements = read_only_statements(sql)
     con = open_manifest(out_dir)
     try:
-        rel = con.execute(sql)
+        for query in statements[:-1]:
+            con.execute(query)
+        rel = con.execute(statements[-1])
         cols = [d[0] for d in rel.description or []]
         return cols, rel.fetchall()
     except duckdb.Error as e:
@@ -54,7 +112,7 @@ def format_rows(
 
 def _table(cols: list[str], rows: list[tuple[Any, ...]], out: TextIO, max_width: int = 60) -> None:
     def cell(v: Any) -> str:
-        s = "NULL" if v is None else str(v)
+        s = "NULL" if v is None else printable(str(v))  # label text is untrusted
         return s if len(s) <= max_width else s[: max_width - 1] + "…"
 
     cells = [[cell(v) for v in r] for r in rows]

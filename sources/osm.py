@@ -94,6 +94,14 @@ def build_osm_index(
     try:
         _write_index(path, tmp, keys, cell_deg, checksum)
         _publish(tmp, root, checksum)
+    except ValueError as err:  # libosmium refuses a tag of over 256 characters (1024 bytes)
+        if "too long" not in str(err):
+            raise
+        raise FatalError(
+            f"Cannot read the OSM file {path}: {err} (libosmium's limit is 256 characters; the "
+            "OSM API allows 255): the file breaks OSM's own rules. Shorten or remove that tag, "
+            "or use an extract from an OSM server, and rerun."
+        ) from err
     except RuntimeError as err:  # what osmium raises for unreadable input
         raise FatalError(
             f"Cannot read the OSM file {path}: {err}. The file looks corrupt or truncated: "

@@ -1,0 +1,92 @@
+"""Label text is untrusted input: one normaliser for every tag value, name and id.
+
+OSM tag values and vector attributes go into captions, QA pairs, ``.txt`` members, Parquet and
+the terminal. ``clean_label`` makes them plain one-line text: Unicode NFC, control characters
+(newlines, ``\\r``, ANSI escape sequences) and invisible format characters (the bidi overrides
+U+202A-U+202E and U+2066-U+2069, zero-width joiners, BOMs) removed, runs of whitespace collapsed
+to one space, the ends stripped, and the length capped at ``MAX_LABEL_CHARS`` (OSM's own limit
+on a tag value is 255 characters). Markup-like text (``<b>``, ``&amp;``) is kept as written:
+it is legitimate in names, and whatever renders HTML escapes it there.
+
+``printable`` is the terminal-side twin: it shows control characters as escapes instead of
+sending them to the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+MAX_LABEL_CHARS = 256
+_ELLIPSIS = "…"
+# ESC [ ... final byte (CSI), ESC ] ... BEL/ST (OSC), and two-byte ESC sequences.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
+_SPACE = re.compile(r"\s+")
+
+
+def _visible(ch: str) -> bool:
+    """False for control (Cc), format (Cf: bidi overrides, zero-width), surrogate, private-use
+    and unassigned characters; whitespace is handled by the caller."""
+    return unicodedata.category(ch)[0] != "C"
+
+
+def clean_label(value: object, max_chars: int = MAX_LABEL_CHARS) -> str:
+    """One tag value, name or id as safe one-line text (see the module docstring)."""
+    text = value if isinstance(value, str) else str(value)
+    if (
+        len(text) <= max_chars
+        and text.isprintable()
+        and (text.isascii() or unicodedata.is_normalized("NFC", text))
+        and "  " not in text
+        and text == text.strip()
+    ):
+        return text  # the common case: already clean, no copy
+    text = _ANSI.sub("", unicodedata.normalize("NFC", text))
+    text = "".join(ch if ch.isspace() or _visible(ch) else "" for ch in text)
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > max_chars:
+        text = text[: max_chars - 1].rstrip() + _ELLIPSIS
+    return text
+
+
+MAX_KEY_CHARS = 64
+
+
+def clean_tags(tags: Mapping[Any, Any]) -> dict[str, str]:
+    """A tag mapping with every key and value cleaned; a tag whose key or value is empty
+    after cleaning is dropped (it said nothing visible). A dict that is clean already is
+    returned as it is (the common case costs a check per string, no copy)."""
+    out: dict[str, str] = {}
+    same = isinstance(tags, dict)
+    for k, v in tags.items():
+        key, value = clean_label(k, MAX_KEY_CHARS), clean_label(v)
+        same = same and key is k and value is v
+        if key and value:
+            out[key] = value
+    return tags if same else out  # type: ignore[return-value]
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character shown as an escape (``\\n``, ``\\x1b``,
+    ``\\u202e``), for printing untrusted values to a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    code = ord(ch)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
