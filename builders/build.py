@@ -22,12 +22,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geoweave.builders.executor import RayStopper, init_ray, ray_shutdown, run_shards
+from geoweave.builders.outdir import (
+    OutputLock,
+    check_output_dir,
+    make_output_dir,
+    remove_temporaries,
+)
 from geoweave.builders.plan import Plan, plan_tiles
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
-from geoweave.builders.writers import is_complete, remove_temporaries, sidecar_path
+from geoweave.builders.writers import is_complete, sidecar_path
 from geoweave.errors import FatalError
-from geoweave.manifests.manifest import PLAN, ManifestBuilder, record_run
+from geoweave.files import atomic_path
+from geoweave.manifests.manifest import PLAN, ManifestBuilder, newest_run, record_run
 from geoweave.manifests.passes import run_passes
 from geoweave.sources.checksums import InputChecksums
 from geoweave.stats import COMPLETE, ShardStats
@@ -121,7 +128,12 @@ CONTENT_SECTIONS = (
 
 def content_fingerprint(recipe: Recipe) -> dict[str, str]:
     """A hash per content section of the recipe, stored with the plan."""
-    data = recipe.model_dump(mode="json")
+    return _fingerprint(recipe.model_dump(mode="json"))
+
+
+def _fingerprint(data: dict[str, Any]) -> dict[str, str]:
+    """``content_fingerprint`` of a recipe dumped as JSON (as run records hold it)."""
+    data = dict(data)
     data["output_formats"] = data["output"]["formats"]
     data["output_jpeg_quality"] = data["output"]["jpeg_quality"]
     keys = (*CONTENT_SECTIONS, "output_formats", "output_jpeg_quality")
@@ -143,72 +155,109 @@ def plan_table(plan: Plan, recipe: Recipe) -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
-def _check_plan(out_dir: Path, table: pa.Table) -> None:
+def _check_plan(out_dir: Path, table: pa.Table) -> bool:
     """A rerun must plan the same tiles into the same shards from the same recipe content, or
-    resume would mix two builds in one folder."""
+    resume would mix two builds in one folder. Returns True when the folder holds this very
+    plan already (it is not rewritten). A damaged plan file is reported and re-derived; the
+    recipe is then checked against the newest readable run record instead."""
     path = out_dir / PLAN
     if not path.exists():
-        return
-    old = pq.read_table(path, columns=["key", "shard"])
-    hint = "use another --output folder, or delete this one to rebuild"
+        return False
+    now = json.loads(table.schema.metadata[b"geoweave_recipe"])
+    try:
+        old = pq.read_table(path, columns=["key", "shard"])
+    except (pa.ArrowException, OSError) as e:
+        log.warning("%s is damaged (%s); re-deriving it from the recipe", path, e)
+        recorded = newest_run(out_dir)
+        if recorded is not None and isinstance(recorded.get("recipe"), dict):
+            _compare_content(out_dir, _fingerprint(recorded["recipe"]), now)
+        return False
     if old.to_pylist() != table.select(["key", "shard"]).to_pylist():
         raise FatalError(
-            f"{out_dir} holds a build with a different tile plan (recipe changed?); {hint}"
+            f"{out_dir} holds a build with a different tile plan (recipe changed?); {_HINT}"
         )
-    before = json.loads((old.schema.metadata or {}).get(b"geoweave_recipe", b"{}"))
-    now = json.loads(table.schema.metadata[b"geoweave_recipe"])
+    _compare_content(
+        out_dir, json.loads((old.schema.metadata or {}).get(b"geoweave_recipe", b"{}")), now
+    )
+    return True
+
+
+_HINT = "use another --output folder, or delete this one to rebuild"
+
+
+def _compare_content(out_dir: Path, before: dict[str, str], now: dict[str, str]) -> None:
     changed = sorted(k for k in now if before.get(k) != now[k])
     if changed:
         raise FatalError(
             f"{out_dir} was built from a recipe that differs in {', '.join(changed)}; "
-            f"its complete shards would not match the new ones: {hint}"
+            f"its complete shards would not match the new ones: {_HINT}"
         )
+
+
+def _write_plan(out_dir: Path, table: pa.Table) -> None:
+    with atomic_path(out_dir / PLAN) as tmp:
+        pq.write_table(table, tmp)
 
 
 def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
     """Check inputs -> plan -> shards -> corpus passes -> manifest; returns a summary.
 
-    Complete shards of an earlier run are kept."""
+    Complete shards of an earlier run are kept. The output folder is locked for the run."""
     t0 = time.time()
     timings: dict[str, float] = {}  # seconds per phase, in the run record
     recipe = recipe.check_components()
     out_dir = recipe.output.dir.resolve()
+    check_output_dir(out_dir)
     ctx, plan, inputs = checked_prepare(recipe, out_dir)
     table = plan_table(plan, recipe)
-    _check_plan(out_dir, table)
+    plan_unchanged = _check_plan(out_dir, table)
     timings["prepare_s"] = time.time() - t0
     started_ray = False
-    manifest = ManifestBuilder(out_dir, recipe.name)  # loads sidecars as shards complete
     if recipe.execution.ray_address:  # a bad cluster address fails before any output
         started_ray = init_ray(recipe.execution)
         timings["ray_start_s"] = time.time() - t0 - timings["prepare_s"]
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out_dir / PLAN)
-        todo, results = _shards(ctx, plan, inputs, manifest, progress, timings)
-    except BaseException:
-        manifest.abort()
-        raise
-    finally:
-        if started_ray:
-            ray_shutdown()
-    stopper = RayStopper()  # a local Ray stops while the passes and the manifest run
+    make_output_dir(out_dir)
+    with OutputLock(out_dir):
+        manifest = ManifestBuilder(out_dir, recipe.name)  # loads sidecars as shards complete
+        try:
+            if not plan_unchanged:  # a resume leaves the plan file as it is
+                _write_plan(out_dir, table)
+            todo, results = _shards(ctx, plan, inputs, manifest, progress, timings)
+        except BaseException:
+            manifest.abort()
+            raise
+        finally:
+            if started_ray:
+                ray_shutdown()
+        run = _run_record(ctx, plan, inputs, t0, len(todo), results)
+        manifest_path = _finish(out_dir, recipe, manifest, run, timings)
+    return {"out_dir": str(out_dir), "manifest": str(manifest_path), **run} | {
+        "seconds": time.time() - t0
+    }
+
+
+def _finish(
+    out_dir: Path,
+    recipe: Recipe,
+    manifest: ManifestBuilder,
+    run: dict[str, Any],
+    timings: dict[str, float],
+) -> Path:
+    """Corpus passes, the run record and the manifest, while a local Ray stops."""
+    stopper = RayStopper()
     t = time.time()
     run_passes(out_dir, recipe.name, list(recipe.passes.items()))
     timings["passes_s"] = time.time() - t
-    run = _run_record(ctx, plan, inputs, t0, len(todo), results)
     run["timings"] = timings
     record_run(out_dir, run)
     t = time.time()
-    manifest_path = manifest.finish()
+    path = manifest.finish()
     # The run file gets the manifest's own time and Ray's stop too (the manifest's runs table
     # has them from the next build on).
     timings["manifest_s"] = time.time() - t
     timings["ray_stop_s"] = stopper.join()
     record_run(out_dir, run)
-    return {"out_dir": str(out_dir), "manifest": str(manifest_path), **run} | {
-        "seconds": time.time() - t0
-    }
+    return path
 
 
 def _shards(
@@ -222,7 +271,7 @@ def _shards(
     """Run the shards not complete yet; the manifest loads each sidecar as its shard
     completes. Returns the shards run and their stats."""
     out_dir, name = ctx.out_dir, ctx.recipe.name
-    remove_temporaries(out_dir)
+    remove_temporaries(out_dir, name)
     todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, name, s)]
     for s in sorted(set(range(plan.num_shards)) - set(todo)):
         manifest.add(sidecar_path(out_dir, name, s))
@@ -242,7 +291,7 @@ def _shards(
 
     t = time.time()
     results = run_shards(ctx, plan, todo, progress, timings, after_fork, on_done) if todo else []
-    remove_temporaries(out_dir, keep=manifest.tmp.name)
+    remove_temporaries(out_dir, name, keep=manifest.tmp.name)
     timings["shards_s"] = time.time() - t
     return todo, results
 

@@ -9,7 +9,6 @@ results are identical, so nothing is half-written or written twice.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from geoweave.builders.tar import TarShard
+from geoweave.files import replace_durably, temp_name
 from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, to_table
 from geoweave.stats import COMPLETE, ShardStats
 
@@ -55,24 +55,12 @@ def sidecar_path(out_dir: Path, name: str, shard: int) -> Path:
     return out_dir / f"{shard_stem(name, shard)}.samples.parquet"
 
 
-def remove_temporaries(out_dir: Path, keep: str | None = None) -> int:
-    """Delete leftovers of interrupted attempts, except names starting with ``keep`` (this
-    run's own manifest in the making); returns how many were removed."""
-    n = 0
-    for p in out_dir.glob("*.tmp-*"):
-        if keep and p.name.startswith(keep):
-            continue
-        p.unlink(missing_ok=True)
-        n += 1
-    return n
-
-
 def write_stats(out_dir: Path, name: str, stats: ShardStats, tag: str) -> None:
     """The completion marker (or failure record), renamed into place last."""
     path = stats_path(out_dir, name, stats.shard)
-    tmp = path.with_name(path.name + tag)
+    tmp = temp_name(path, tag)
     tmp.write_text(stats.to_json())
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 IMAGE_COLUMNS = ("jpg", "tif")
@@ -138,10 +126,10 @@ class ShardWriter:
         pq.write_table(to_table(self.rows, SIDECAR_SCHEMA), self._tmp(".samples.parquet"))
         finals[".samples.parquet"] = self._tmp(".samples.parquet")
         files = {}
-        for suffix, tmp in finals.items():
+        for suffix, tmp in finals.items():  # the stats marker, renamed last, syncs the folder
             final = self.out_dir / f"{self.stem}{suffix}"
             files[final.name] = tmp.stat().st_size
-            os.replace(tmp, final)
+            replace_durably(tmp, final, sync_dir=False)
         stats = ShardStats.count(self.shard, self.rows, stages)
         stats.files, stats.bytes = files, sum(files.values())
         for k, v in extra_stats.items():

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from geoweave.files import replace_durably, write_text
 from geoweave.manifests.passes import overlays
 from geoweave.record import SIDECAR_SCHEMA
 from geoweave.stats import COMPLETE, SHARDS_SCHEMA, ShardStats
@@ -45,10 +46,7 @@ FROM read_parquet(?) p ANTI JOIN samples s ON s.key = p.key
 def record_run(out_dir: Path, record: dict[str, Any]) -> None:
     runs = out_dir / RUNS_DIR
     runs.mkdir(exist_ok=True)
-    path = runs / f"{record['run_id']}.json"
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text(runs / f"{record['run_id']}.json", json.dumps(record, indent=1, default=str))
 
 
 def _shard_stats(out_dir: Path, name: str) -> list[ShardStats]:
@@ -89,12 +87,30 @@ RUNS_SCHEMA = pa.schema(
 )
 
 
+def run_records(out_dir: Path) -> list[dict[str, Any]]:
+    """The run records, oldest first. A damaged one (a crash while it was written by an older
+    version, a truncated copy) is skipped with a warning naming it."""
+    records = []
+    for p in sorted((out_dir / RUNS_DIR).glob("*.json")):
+        try:
+            record = json.loads(p.read_text())
+            if not isinstance(record, dict) or "run_id" not in record:
+                raise ValueError("not a run record")
+        except (OSError, ValueError) as e:
+            log.warning("skipping the damaged run record %s: %s", p, e)
+            continue
+        records.append(record)
+    return records
+
+
+def newest_run(out_dir: Path) -> dict[str, Any] | None:
+    records = run_records(out_dir)
+    return max(records, key=lambda r: r.get("started") or 0) if records else None
+
+
 def _runs_table(out_dir: Path) -> pa.Table:
     """One row per run; nested fields (recipe, versions, inputs) as JSON text."""
-    rows = []
-    for p in sorted((out_dir / RUNS_DIR).glob("*.json")):
-        r = json.loads(p.read_text())
-        rows.append({f.name: _scalar(r.get(f.name)) for f in RUNS_SCHEMA})
+    rows = [{f.name: _scalar(r.get(f.name)) for f in RUNS_SCHEMA} for r in run_records(out_dir)]
     return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
 
 
@@ -188,7 +204,7 @@ class ManifestBuilder:
             raise
         self._close()
         final = self.out_dir / MANIFEST
-        os.replace(self.tmp, final)
+        replace_durably(self.tmp, final)
         return final
 
     def _close(self) -> None:

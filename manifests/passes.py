@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geoweave.files import atomic_path, write_text
 from geoweave.protocols import CorpusPass, PassInput
 from geoweave.registry import CORPUS_PASSES
 
@@ -75,15 +74,12 @@ def _marker(path: Path) -> dict[str, Any]:
 
 
 def _write_atomic_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 STATISTICS_SQL = """

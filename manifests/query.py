@@ -40,7 +40,10 @@ def open_manifest(out_dir: str | Path) -> duckdb.DuckDBPyConnection:
             f"no manifest at {path}: run `build-dataset run RECIPE --output {out_dir}` first"
         )
     folder = str(path.resolve().parent).rstrip("/") + "/"
-    config = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+    config: dict[str, Any] = {
+        "autoload_known_extensions": False,
+        "autoinstall_known_extensions": False,
+    }
     con = duckdb.connect(str(path), read_only=True, config=config)
     con.execute("SET allowed_directories = ?", [[folder]])
     con.execute("SET enable_external_access = false")

@@ -211,3 +211,64 @@ def test_unexpected_error_in_the_build_exits_1_with_the_traceback_only_under_deb
     assert "--debug" in plain.stderr and "Traceback" not in plain.stderr
     debug = run_main("run", recipe, "-o", str(tmp_path / "out"), "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "disk on fire" in debug.stderr
+
+
+def _run_into(tmp_path: Path, out: Path) -> Any:
+    recipe = write_recipe(tmp_path, rasters.write_rgb(tmp_path / "scene.tif"))
+    return run_main("run", str(recipe), "--output", str(out), "--no-progress")
+
+
+def test_output_path_that_is_a_file(tmp_path: Path, cache: Path) -> None:
+    out = tmp_path / "out.txt"
+    out.write_text("mine")
+    res = _run_into(tmp_path, out)
+    assert res.returncode == 2 and f"the output path {out} is a file" in res.stderr
+    assert "Traceback" not in res.stderr and out.read_text() == "mine"
+
+
+def test_output_folder_that_cannot_be_created(tmp_path: Path, cache: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    res = _run_into(tmp_path, tmp_path / "afile" / "out")
+    assert res.returncode == 2 and "cannot write to the output folder" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_foreign_non_empty_folder_is_refused_and_left_alone(tmp_path: Path, cache: Path) -> None:
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"jpeg")
+    (out / "draft.tmp-1234").write_bytes(b"mine too")
+    res = _run_into(tmp_path, out)
+    assert res.returncode == 2, res.stderr
+    assert "is not empty and is not a geoweave build" in res.stderr and "holiday.jpg" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["draft.tmp-1234", "holiday.jpg"]
+
+
+def test_second_run_into_a_locked_folder_exits_at_once(tmp_path: Path, cache: Path) -> None:
+    import os
+
+    from geoweave.builders.outdir import OutputLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out):  # another run holds the folder
+        res = _run_into(tmp_path, out)
+    assert res.returncode == 2, res.stderr
+    assert f"is being built by pid {os.getpid()}" in res.stderr
+    assert "wait for that run" in res.stderr and "Traceback" not in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".geoweave.lock"]  # nothing else written
+
+
+def test_stale_lock_of_a_killed_run_is_taken_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    from geoweave.builders.outdir import OutputLock
+
+    lock = tmp_path / ".geoweave.lock"
+    lock.write_text(json.dumps({"host": "gone", "pid": 4_000_000, "since": 0}))  # not locked
+    with caplog.at_level(logging.INFO, logger="geoweave"), OutputLock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] != 4_000_000
+    assert "took over the lock" in caplog.text and "pid 4000000 on gone" in caplog.text

@@ -83,3 +83,36 @@ def test_rerun_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert not list(killed.glob("*.tmp-*"))
     tars = sorted(p.name for p in killed.glob("*.tar"))
     assert tars == sorted(p.name for p in whole.glob("*.tar"))
+
+
+def test_resume_leaves_the_plan_alone_and_recovers_damaged_run_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL).returncode == 0
+    plan = out / "plan.parquet"
+    before = (plan.stat().st_ino, plan.stat().st_mtime_ns)
+    again = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL)
+    assert again.returncode == 0 and "0 run now" in again.stdout
+    assert (plan.stat().st_ino, plan.stat().st_mtime_ns) == before  # not rewritten
+    keys = _keys(out)
+
+    # What a SIGKILL mid-write did to files written in place: 0 bytes.
+    plan.write_bytes(b"")
+    first_record = sorted((out / "_runs").glob("*.json"))[0]
+    first_record.write_bytes(b"")
+    res = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert f"{plan} is damaged" in res.stderr and "re-deriving it" in res.stderr
+    assert f"skipping the damaged run record {first_record}" in res.stderr
+    assert _keys(out) == keys
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    assert (
+        con.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+    )  # runs 2 and 3: the first record is damaged
+    con.close()
+    assert plan.stat().st_size > 0 and not list(out.glob("*.tmp-*"))
+
+    # The recipe is still checked against the run records when the plan is damaged.
+    plan.write_bytes(b"")
+    other = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL, "--seed", "7")
+    assert other.returncode == 2 and "differs in seed" in other.stderr, other.stderr[-2000:]

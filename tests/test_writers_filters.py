@@ -11,9 +11,10 @@ import pytest
 import webdataset as wds
 
 from geoweave.builders.encode import encode_jpeg
+from geoweave.builders.outdir import remove_temporaries
 from geoweave.builders.recipe_files import load_recipe
 from geoweave.builders.shard import apply_filters
-from geoweave.builders.writers import ShardWriter, is_complete, remove_temporaries
+from geoweave.builders.writers import ShardWriter, is_complete
 from geoweave.qa.filters import LowVarianceFilter, MinLabelsFilter, NodataFilter, grey_std
 from geoweave.record import Sample
 from geoweave.tile import Tile
@@ -77,7 +78,11 @@ def test_abort_and_leftovers_leave_nothing(tmp_path: Path) -> None:
     w.abort()
     assert not list(tmp_path.iterdir())
     (tmp_path / "ds-000001.tar.tmp-deadbeef").write_bytes(b"x")
-    assert remove_temporaries(tmp_path) == 1 and not list(tmp_path.iterdir())
+    theirs = ["other-000001.tar.tmp-deadbeef", "notes.tmp-1", "ds-000001.tar.tmp-x", "a.tmp-ab"]
+    for name in theirs:  # not temporaries of this build: kept
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_temporaries(tmp_path, "ds") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,61 @@
+"""Durable file writes: a temporary name in the same folder, fsync, rename, fsync the folder.
+
+A reader (a resumed run, the manifest, ``query``) then sees a file whole or not at all, after
+a SIGKILL and after a power cut. Temporary names end in ``.tmp-XXXXXXXX`` (``TMP_MARK``): the
+build removes leftovers of its own killed attempts by that mark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+TMP_MARK = ".tmp-"
+
+
+def temp_name(path: Path, tag: str | None = None) -> Path:
+    """``path`` with a temporary suffix (``tag``, else a new random one)."""
+    return path.with_name(f"{path.name}{tag or TMP_MARK + uuid.uuid4().hex[:8]}")
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's) data and metadata to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: Path, final: Path, sync_dir: bool = True) -> None:
+    """fsync ``tmp``, rename it to ``final``, then fsync the folder (so the rename itself is
+    on disk; a writer that renames several files may sync the folder once, after the last)."""
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    if sync_dir:
+        fsync_path(final.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """A temporary path to write ``final`` through: renamed into place durably when the block
+    ends, deleted if it raises."""
+    tmp = temp_name(final)
+    try:
+        yield tmp
+        replace_durably(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(final: Path, data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(final: Path, text: str) -> None:
+    write_bytes(final, text.encode())
