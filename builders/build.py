@@ -53,6 +53,16 @@ def cache_root(recipe: Recipe) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "geoweave"
 
 
+def _check_cache(root: Path) -> None:
+    try:
+        (root / "osm").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FatalError(
+            f"cannot create the label cache {root} ({e.strerror or e}): set "
+            "execution.cache_dir (or $GEOWEAVE_CACHE) to a writable folder"
+        ) from None
+
+
 def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChecksums]:
     """Open and check every input, build the label indexes, plan the tiles. Writes no output."""
     from geoweave.sources.osm import build_osm_index
@@ -66,6 +76,8 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
             inputs.hash(c.path)
     index_dirs: list[str] = []
     snapshots: dict[str, str | None] = {}
+    if recipe.labels.osm:
+        _check_cache(cache_root(recipe))
     for p in recipe.labels.osm:
         t0 = time.time()
         log.info("OSM index for %s (%.1f MB) ...", p, p.stat().st_size / 1e6 if p.exists() else 0)

@@ -17,13 +17,13 @@ import multiprocessing
 import queue
 import socket
 import sys
-import traceback
 from typing import Any
 
 from geoweave.builders.plan import Plan
 from geoweave.builders.shard import BuildContext, run_shard
 from geoweave.errors import RETRYABLE
 from geoweave.stats import ShardStats
+from geoweave.text import plain_error
 
 _FORK = multiprocessing.get_context("fork") if sys.platform == "linux" else None
 
@@ -74,7 +74,7 @@ def _loop(ctx: BuildContext, plan: Plan, shards: ShardQueue, stop: Any, out: Any
         try:
             out.put(("done", run_shard(ctx, shard, plan.shard_tiles(shard), node=node)))
         except Exception as e:  # a retryable fault reruns on Ray; a deterministic one fails
-            msg = "".join(traceback.format_exception_only(type(e), e))
+            msg = plain_error(e)
             out.put(("error", shard, msg, isinstance(e, RETRYABLE)))
 
 

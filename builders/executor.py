@@ -11,7 +11,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from geoweave.builders.shard import BuildContext, run_shard
 from geoweave.builders.writers import complete_stats, shard_stem, write_stats
 from geoweave.errors import RETRYABLE, FatalError
 from geoweave.stats import ShardStats
+from geoweave.text import plain_error
 from geoweave.tile import Tile
 
 # Shard-level faults worth another attempt (``RETRYABLE``): a lost worker (Ray retries those by
@@ -115,7 +115,7 @@ def _run_shards_on_node(ctx: BuildContext, batch: Batch) -> list[Outcome]:
         except RETRYABLE:
             raise
         except Exception as e:
-            out.append((shard, "".join(traceback.format_exception_only(type(e), e))))
+            out.append((shard, plain_error(e)))
     return out
 
 
@@ -151,7 +151,7 @@ def _collect(
     try:
         outcomes: list[Outcome] = ray.get(ref)
     except Exception as e:
-        msg = "".join(traceback.format_exception_only(type(e), e))
+        msg = plain_error(e)
         done = {s: complete_stats(ctx.out_dir, ctx.recipe.name, s) for s in batch}
         todo = [s for s in batch if done[s] is None]
         for s in reversed(todo[1:]):

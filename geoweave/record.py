@@ -15,6 +15,7 @@ from typing import Any, TypedDict, get_type_hints
 import numpy as np
 import pyarrow as pa
 
+from geoweave.text import plain_error
 from geoweave.tile import Tile
 
 OSM_LICENSE = "© OpenStreetMap contributors, ODbL 1.0"
@@ -91,7 +92,7 @@ class Sample:
     def fail(self, stage: str, exc: BaseException) -> None:
         """Reject the sample for an exception in one of its stages (per-tile fault isolation)."""
         self.reject("error", by=stage)
-        self.error = f"{type(exc).__name__}: {exc}"[:2000]
+        self.error = plain_error(exc)
         self.jpeg = self.bands_tif = None
 
     def drop_pixels(self) -> None:

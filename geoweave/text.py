@@ -90,3 +90,18 @@ def _escape(ch: str) -> str:
         if code < 0x10000
         else f"\\U{code:08x}"
     )
+
+
+def plain_error(exc: BaseException, max_chars: int = 2000) -> str:
+    """``Type: message`` of an exception as plain text, for stats files and the manifest: no
+    ANSI colour codes, no traceback frames (interpreter paths). A Ray task error is reported
+    as the task's own exception (its ``cause``)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = _ANSI.sub("", str(exc)).splitlines()
+    frames = re.compile(r'^\s*(File ".*", line \d+|Traceback \(most recent call last\))')
+    kept = [ln.rstrip() for ln in lines if ln.strip() and not frames.match(ln)]
+    text = " | ".join(kept)
+    text = "".join(ch for ch in text if ch.isprintable())
+    return f"{type(exc).__name__}: {text}"[:max_chars] if text else type(exc).__name__

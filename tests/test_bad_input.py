@@ -173,7 +173,11 @@ def test_query_without_manifest(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("crs", "expected"),
-    [("EPSG:4326", "not a projected (metric) CRS"), ("EPSG:99999", "unknown CRS 'EPSG:99999'")],
+    [
+        ("EPSG:4326", "not a projected (metric) CRS"),
+        ("EPSG:99999", "unknown CRS 'EPSG:99999'"),
+        ("banana", "unknown CRS 'banana'"),
+    ],
 )
 def test_bad_grid_crs(tmp_path: Path, cache: Path, crs: str, expected: str) -> None:
     image = rasters.write_rgb(tmp_path / "scene.tif")
@@ -272,3 +276,26 @@ def test_stale_lock_of_a_killed_run_is_taken_over(
     with caplog.at_level(logging.INFO, logger="geoweave"), OutputLock(tmp_path):
         assert json.loads(lock.read_text())["pid"] != 4_000_000
     assert "took over the lock" in caplog.text and "pid 4000000 on gone" in caplog.text
+
+
+def test_duplicate_yaml_keys_are_refused_naming_both_lines(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: dup\ntiles:\n  size_px: 16\nimagery: [{{name: img, path: {image}}}]\n"
+        "tiles:\n  size_px: 64\n"
+    )
+    assert_rejected(tmp_path, cache, recipe, "the key 'tiles' is given twice, on lines 2 and 5")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(f"name: d\nimagery: [{{name: img, path: {image}, name: x}}]\n")
+    assert_rejected(tmp_path, cache, nested, "the key 'name' is given twice")
+
+
+def test_cache_dir_that_cannot_be_created(tmp_path: Path, cache: Path) -> None:
+    image = rasters.write_rgb(tmp_path / "scene.tif")
+    (tmp_path / "afile").write_text("x")
+    bad = tmp_path / "afile" / "cache"
+    recipe = write_recipe(
+        tmp_path, image, labels={"osm": [str(PBF)]}, execution={"cache_dir": str(bad)}
+    )
+    assert_rejected(tmp_path, cache, recipe, "execution.cache_dir", str(bad))

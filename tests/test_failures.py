@@ -96,6 +96,8 @@ def test_lost_worker_is_retried_then_recorded_failed_and_rerun(
     con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
     shards = dict(con.execute("SELECT shard, status FROM shards").fetchall())
     assert shards[1] == "failed" and all(s == "complete" for k, s in shards.items() if k != 1)
+    error = con.execute("SELECT error FROM shards WHERE shard = 1").fetchone()[0]
+    assert error and error.isprintable() and 'File "' not in error  # plain text, no frames
     failed = con.execute(
         "SELECT count(*) FROM samples WHERE status = 'failed' AND reject_reason = 'shard_failed'"
     ).fetchone()[0]
