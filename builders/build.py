@@ -211,10 +211,11 @@ def _write_plan(out_dir: Path, table: pa.Table) -> None:
         pq.write_table(table, tmp)
 
 
-def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
+def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[str, Any]:
     """Check inputs -> plan -> shards -> corpus passes -> manifest; returns a summary.
 
-    Complete shards of an earlier run are kept. The output folder is locked for the run."""
+    Complete shards of an earlier run are kept (``verify``: only when every checksum holds).
+    The output folder is locked for the run."""
     t0 = time.time()
     timings: dict[str, float] = {}  # seconds per phase, in the run record
     recipe = recipe.check_components()
@@ -234,7 +235,7 @@ def build(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
         try:
             if not plan_unchanged:  # a resume leaves the plan file as it is
                 _write_plan(out_dir, table)
-            todo, results = _shards(ctx, plan, inputs, manifest, progress, timings)
+            todo, results = _shards(ctx, plan, inputs, manifest, progress, timings, verify)
         except BaseException:
             manifest.abort()
             raise
@@ -279,12 +280,13 @@ def _shards(
     manifest: ManifestBuilder,
     progress: bool,
     timings: dict[str, float],
+    verify: bool = False,
 ) -> tuple[list[int], list[ShardStats]]:
     """Run the shards not complete yet; the manifest loads each sidecar as its shard
     completes. Returns the shards run and their stats."""
     out_dir, name = ctx.out_dir, ctx.recipe.name
     remove_temporaries(out_dir, name)
-    todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, name, s)]
+    todo = [s for s in range(plan.num_shards) if not is_complete(out_dir, name, s, verify)]
     for s in sorted(set(range(plan.num_shards)) - set(todo)):
         manifest.add(sidecar_path(out_dir, name, s))
     if len(todo) < plan.num_shards:

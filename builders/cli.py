@@ -1,4 +1,4 @@
-"""The ``build-dataset`` command: run a recipe, plan it, or query a build's manifest."""
+"""The ``build-dataset`` command: run a recipe, plan it, query a build's manifest, verify it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ EPILOG = """examples:
   build-dataset run examples/sf-bay.yaml --output out/sf-bay
   build-dataset plan examples/sf-bay.yaml
   build-dataset query out/sf-bay "SELECT status, count(*) FROM samples GROUP BY ALL"
+  build-dataset verify out/sf-bay
 """
 
 
@@ -65,10 +66,19 @@ def _parser() -> argparse.ArgumentParser:
             )
             r.add_argument("--num-cpus", type=int, help="local Ray CPUs (default: all)")
             r.add_argument("--no-progress", action="store_true", help="no progress bar")
+            r.add_argument(
+                "--verify",
+                action="store_true",
+                help="check every complete shard's checksums before skipping it (default: "
+                "size and mtime, checksum when the mtime changed)",
+            )
     for sp in sub.choices.values():
         sp.add_argument(
             "--debug", action="store_true", help="show the traceback of an unexpected error"
         )
+    v = sub.add_parser("verify", help="check every shard file of a build against its checksum")
+    v.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    v.add_argument("out", help="output folder of a build")
     q = sub.add_parser("query", help="run read-only SQL on a build's manifest")
     q.add_argument("--debug", action="store_true", help="show the traceback of an error")
     q.add_argument("out", help="output folder of a build (or its manifest.duckdb)")
@@ -111,6 +121,10 @@ def _command(args: argparse.Namespace) -> int:
         cols, rows = run_query(args.out, args.sql)
         format_rows(cols, rows, args.format)
         return 0
+    if args.command == "verify":
+        from geoweave.builders.verify import verify_command
+
+        return verify_command(Path(args.out))
     from geoweave.builders.recipe_files import load_recipe
 
     recipe = load_recipe(args.recipe, _overrides(args))
@@ -119,7 +133,7 @@ def _command(args: argparse.Namespace) -> int:
     from geoweave.builders.build import build
     from geoweave.manifests.summary import print_summary
 
-    summary = build(recipe, progress=not args.no_progress)
+    summary = build(recipe, progress=not args.no_progress, verify=args.verify)
     print_summary(summary)
     return 1 if summary["shards_failed"] else 0
 

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from geoweave.builders.tar import TarShard
-from geoweave.files import replace_durably, temp_name
+from geoweave.files import file_checksum, replace_durably, temp_name
 from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, to_table
 from geoweave.stats import COMPLETE, ShardStats
 
@@ -30,9 +30,11 @@ def stats_path(out_dir: Path, name: str, shard: int) -> Path:
     return out_dir / f"{shard_stem(name, shard)}.stats.json"
 
 
-def complete_stats(out_dir: Path, name: str, shard: int) -> ShardStats | None:
-    """The stats of a complete shard: its stats file exists and names files of the recorded
-    sizes; None when the shard is not complete."""
+def complete_stats(out_dir: Path, name: str, shard: int, verify: bool = False) -> ShardStats | None:
+    """The stats of a complete shard, or None. Complete: the stats file exists and every file
+    it names has the recorded size, and the recorded checksum unless its mtime is the recorded
+    one too (the fast path; ``verify`` checks every checksum). A copied corpus (new mtimes)
+    costs one checksum pass, then is complete again."""
     path = stats_path(out_dir, name, shard)
     try:
         stats = ShardStats.from_dict(json.loads(path.read_text()))
@@ -41,14 +43,28 @@ def complete_stats(out_dir: Path, name: str, shard: int) -> ShardStats | None:
     if stats.status != COMPLETE:
         return None
     for f, size in stats.files.items():
-        p = out_dir / f
-        if not p.is_file() or p.stat().st_size != size:
+        if damage(out_dir / f, size, stats.checksums.get(f), stats.mtimes.get(f), verify):
             return None
     return stats
 
 
-def is_complete(out_dir: Path, name: str, shard: int) -> bool:
-    return complete_stats(out_dir, name, shard) is not None
+def damage(
+    path: Path, size: int, checksum: str | None, mtime: int | None, verify: bool = True
+) -> str | None:
+    """Why a shard file does not hold what its stats recorded (None when it does)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    if st.st_size != size:
+        return f"size {st.st_size} bytes, recorded {size}"
+    if checksum and (verify or st.st_mtime_ns != mtime) and file_checksum(path) != checksum:
+        return "checksum mismatch (the content changed)"
+    return None
+
+
+def is_complete(out_dir: Path, name: str, shard: int, verify: bool = False) -> bool:
+    return complete_stats(out_dir, name, shard, verify) is not None
 
 
 def sidecar_path(out_dir: Path, name: str, shard: int) -> Path:
@@ -125,13 +141,16 @@ class ShardWriter:
             finals[".parquet"] = self._tmp(".parquet")
         pq.write_table(to_table(self.rows, SIDECAR_SCHEMA), self._tmp(".samples.parquet"))
         finals[".samples.parquet"] = self._tmp(".samples.parquet")
-        files = {}
+        files, checksums, mtimes = {}, {}, {}
         for suffix, tmp in finals.items():  # the stats marker, renamed last, syncs the folder
             final = self.out_dir / f"{self.stem}{suffix}"
-            files[final.name] = tmp.stat().st_size
+            checksums[final.name] = file_checksum(tmp)
             replace_durably(tmp, final, sync_dir=False)
+            st = final.stat()
+            files[final.name], mtimes[final.name] = st.st_size, st.st_mtime_ns
         stats = ShardStats.count(self.shard, self.rows, stages)
         stats.files, stats.bytes = files, sum(files.values())
+        stats.checksums, stats.mtimes = checksums, mtimes
         for k, v in extra_stats.items():
             setattr(stats, k, v)
         if started is not None:

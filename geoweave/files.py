@@ -8,6 +8,7 @@ build removes leftovers of its own killed attempts by that mark.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -59,3 +60,10 @@ def write_bytes(final: Path, data: bytes) -> None:
 
 def write_text(final: Path, text: str) -> None:
     write_bytes(final, text.encode())
+
+
+def file_checksum(path: Path) -> str:
+    """``sha256:HEX`` of a file's content (about 2 GB/s here; a shard file is in the page
+    cache when it has just been written)."""
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()

@@ -28,7 +28,9 @@ class ShardStats:
     reject_reasons: dict[str, int] = field(default_factory=dict)
     funnel: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
-    files: dict[str, int] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)  # file name -> size in bytes
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> "sha256:HEX"
+    mtimes: dict[str, int] = field(default_factory=dict)  # file name -> st_mtime_ns as written
     seconds: float | None = None
     started: float | None = None
     worker: str | None = None

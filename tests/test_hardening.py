@@ -219,7 +219,7 @@ def test_plain_error_has_no_colour_codes_or_traceback_frames() -> None:
     class TaskError(Exception):  # how Ray wraps a task's exception: colours, frames, a cause
         def __init__(self, cause: BaseException) -> None:
             super().__init__(
-                '\x1b[36mray::task()\x1b[39m (pid=1)\nTraceback (most recent call last):\n'
+                "\x1b[36mray::task()\x1b[39m (pid=1)\nTraceback (most recent call last):\n"
                 '  File "/usr/lib/python3.11/x.py", line 3, in f\nOSError: disk'
             )
             self.cause = cause
@@ -227,6 +227,6 @@ def test_plain_error_has_no_colour_codes_or_traceback_frames() -> None:
     assert plain_error(TaskError(OSError(28, "No space left on device"))) == (
         "OSError: [Errno 28] No space left on device"
     )
-    wrapped = plain_error(RuntimeError("\x1b[31mred\x1b[0m\n  File \"/a.py\", line 1\nboom"))
+    wrapped = plain_error(RuntimeError('\x1b[31mred\x1b[0m\n  File "/a.py", line 1\nboom'))
     assert wrapped == "RuntimeError: red | boom"
     assert plain_error(ValueError()) == "ValueError"

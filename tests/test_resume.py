@@ -116,3 +116,53 @@ def test_resume_leaves_the_plan_alone_and_recovers_damaged_run_files(tmp_path: P
     plan.write_bytes(b"")
     other = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL, "--seed", "7")
     assert other.returncode == 2 and "differs in seed" in other.stderr, other.stderr[-2000:]
+
+
+def _members(tar: Path) -> dict[str, bytes]:
+    """A tar's members and their bytes (a rebuilt tar differs only in its header mtimes)."""
+    import tarfile
+
+    with tarfile.open(tar) as tf:
+        return {m.name: tf.extractfile(m).read() for m in tf.getmembers()}  # type: ignore[union-attr]
+
+
+def _zero_4k(path: Path, keep_mtime: bool) -> None:
+    """Zero up to 4 KB inside the file (from byte 512: past the first member's header)."""
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(512)
+        f.write(b"\0" * min(4096, st.st_size - 1024))
+    if keep_mtime:  # damage that leaves no trace in the metadata (bit rot, a bad copy)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+
+
+def test_damaged_shard_is_found_by_verify_and_rebuilt_by_run(tmp_path: Path) -> None:
+    from tests.conftest import run_main
+
+    out = tmp_path / "out"
+    assert run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL).returncode == 0
+    assert run_main("verify", str(out)).returncode == 0
+    tar = sorted(out.glob("*.tar"))[1]
+    good = _members(tar)
+
+    _zero_4k(tar, keep_mtime=False)
+    res = run_main("verify", str(out))
+    assert res.returncode == 1 and f"damaged  {tar.name.removesuffix('.tar')}" in res.stdout
+    assert "checksum mismatch" in res.stdout and "1 damaged" in res.stdout
+    rerun = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL)
+    assert rerun.returncode == 0 and "1 run now" in rerun.stdout, rerun.stdout
+    assert _members(tar) == good and run_main("verify", str(out)).returncode == 0
+
+    _zero_4k(tar, keep_mtime=True)  # the fast path (size + mtime) cannot see this ...
+    assert "0 run now" in run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL).stdout
+    deep = run_cli("run", RECIPE, "-o", str(out), "--no-progress", "--verify", *SMALL)
+    assert deep.returncode == 0 and "1 run now" in deep.stdout  # ... --verify does
+    assert _members(tar) == good
+
+
+def test_verify_refuses_a_folder_that_is_not_a_build(tmp_path: Path) -> None:
+    from tests.conftest import run_main
+
+    res = run_main("verify", str(tmp_path))
+    assert res.returncode == 2 and "not a geoweave build folder" in res.stderr
