@@ -32,7 +32,7 @@ from geoweave.builders.plan import Plan, plan_tiles
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
 from geoweave.builders.writers import is_complete, sidecar_path
-from geoweave.errors import FatalError
+from geoweave.errors import DISK_FULL, BuildFailed, FatalError, is_disk_full
 from geoweave.files import atomic_path
 from geoweave.manifests.manifest import PLAN, ManifestBuilder, newest_run, record_run
 from geoweave.manifests.passes import run_passes
@@ -243,10 +243,32 @@ def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[s
             if started_ray:
                 ray_shutdown()
         run = _run_record(ctx, plan, inputs, t0, len(todo), results)
-        manifest_path = _finish(out_dir, recipe, manifest, run, timings)
+        try:
+            manifest_path = _finish(out_dir, recipe, manifest, run, timings)
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            raise BuildFailed(
+                _disk_full_message(out_dir, recipe.name, plan, results, "the manifest")
+            ) from e
+    if any(r.error and DISK_FULL in r.error for r in results):
+        log.error(_disk_full_message(out_dir, recipe.name, plan, results, None))
     return {"out_dir": str(out_dir), "manifest": str(manifest_path), **run} | {
         "seconds": time.time() - t0
     }
+
+
+def _disk_full_message(
+    out_dir: Path, name: str, plan: Plan, results: list[ShardStats], unwritten: str | None
+) -> str:
+    failed = sum(r.status != COMPLETE for r in results)
+    complete = sum(is_complete(out_dir, name, s) for s in range(plan.num_shards))
+    what = f"; {unwritten} could not be written" if unwritten else ""
+    return (
+        f"the disk holding {out_dir} is full ({DISK_FULL}): {complete} of {plan.num_shards} "
+        f"shards are complete, {failed} failed, the others were not started{what}. Free space "
+        "and rerun to resume; complete shards are kept"
+    )
 
 
 def _finish(

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from geoweave.errors import FatalError
+from geoweave.errors import BuildFailed, FatalError
 
 EPILOG = """examples:
   build-dataset run examples/sf-bay.yaml --output out/sf-bay
@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except FatalError as e:
         _error(str(e), args.debug)
         return 2
+    except BuildFailed as e:  # a full disk: complete shards are kept, a rerun resumes
+        _error(str(e), args.debug)
+        return 1
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0

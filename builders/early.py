@@ -21,7 +21,7 @@ from typing import Any
 
 from geoweave.builders.plan import Plan
 from geoweave.builders.shard import BuildContext, run_shard
-from geoweave.errors import RETRYABLE
+from geoweave.errors import RETRYABLE, is_disk_full
 from geoweave.stats import ShardStats
 from geoweave.text import plain_error
 
@@ -59,6 +59,15 @@ class ShardQueue:
             out.append(shard)
         return out
 
+    def close(self) -> bool:
+        """Hand out nothing more (the disk is full); True when shards were left."""
+        left = bool(self._returned)
+        self._returned.clear()
+        with self._next.get_lock():
+            left = left or int(self._next.value) < len(self._shards)
+            self._next.value = len(self._shards)
+        return left
+
     def give_back(self, shard: int) -> None:
         self._returned.append(shard)
 
@@ -75,7 +84,11 @@ def _loop(ctx: BuildContext, plan: Plan, shards: ShardQueue, stop: Any, out: Any
             out.put(("done", run_shard(ctx, shard, plan.shard_tiles(shard), node=node)))
         except Exception as e:  # a retryable fault reruns on Ray; a deterministic one fails
             msg = plain_error(e)
-            out.put(("error", shard, msg, isinstance(e, RETRYABLE)))
+            full = is_disk_full(e)
+            out.put(("error", shard, msg, isinstance(e, RETRYABLE) and not full))
+            if full:  # no shard can be written: hand out no more, to Ray either
+                shards.close()
+                break
 
 
 class EarlyWorker:

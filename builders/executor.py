@@ -5,6 +5,7 @@ Ray is imported here only; every pipeline step is a plain function (STYLE.md 6).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -20,8 +21,9 @@ from geoweave.builders.early import EarlyWorker, ShardQueue
 from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.shard import BuildContext, run_shard
-from geoweave.builders.writers import complete_stats, shard_stem, write_stats
-from geoweave.errors import RETRYABLE, FatalError
+from geoweave.builders.writers import complete_stats, shard_stem, stats_path, write_stats
+from geoweave.errors import DISK_FULL, RETRYABLE, FatalError, is_disk_full
+from geoweave.files import temp_name
 from geoweave.stats import ShardStats
 from geoweave.text import plain_error
 from geoweave.tile import Tile
@@ -112,9 +114,12 @@ def _run_shards_on_node(ctx: BuildContext, batch: Batch) -> list[Outcome]:
             continue
         try:
             out.append(run_shard(ctx, shard, tiles, node=node))
-        except RETRYABLE:
-            raise
         except Exception as e:
+            if is_disk_full(e):  # another attempt would fill the same disk: stop the batch
+                out.append((shard, plain_error(e)))
+                return out
+            if isinstance(e, RETRYABLE):
+                raise
             out.append((shard, plain_error(e)))
     return out
 
@@ -135,7 +140,12 @@ def ray_shutdown() -> None:
 
 def _record_failure(ctx: BuildContext, shard: int, n_tiles: int, error: str) -> ShardStats:
     stats = ShardStats.failed(shard, n_tiles, error)
-    write_stats(ctx.out_dir, ctx.recipe.name, stats, ".tmp-failed")
+    try:
+        write_stats(ctx.out_dir, ctx.recipe.name, stats, ".tmp-failed")
+    except OSError as e:  # a full disk: the failure is still in this run's results
+        log.warning("could not record shard %d as failed: %s", shard, plain_error(e))
+        with contextlib.suppress(OSError):
+            temp_name(stats_path(ctx.out_dir, ctx.recipe.name, shard), ".tmp-failed").unlink()
     return stats
 
 
@@ -297,6 +307,8 @@ def _dispatch(
             finished, failed = early.stop()  # retryable failures go back to the queue
             finished += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
             log.info("early worker: %d shards while Ray started", len(finished))
+            if any(DISK_FULL in msg for _, msg in failed):
+                queue.close()
             results += finished
             on_done(finished)
             bar.update(len(finished))
@@ -306,6 +318,8 @@ def _dispatch(
             return results
         done, _ = ray.wait(list(pending), num_returns=1)
         stats = _collect(ctx, plan, pending.pop(done[0]), done[0], queue)
+        if any(s.error and DISK_FULL in s.error for s in stats) and queue.close():
+            log.error("the disk is full: no new shards are started")
         results += stats
         on_done(stats)
         tiles_done += sum(s.tiles for s in stats)

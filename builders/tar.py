@@ -85,5 +85,7 @@ class TarShard:
     def close(self) -> None:
         """End-of-archive marker (two zero blocks) and close."""
         if not self._f.closed:
-            self._f.write(b"\0" * (2 * BLOCK))
-            self._f.close()
+            try:
+                self._f.write(b"\0" * (2 * BLOCK))
+            finally:
+                self._f.close()

@@ -8,6 +8,7 @@ results are identical, so nothing is half-written or written twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -161,7 +162,11 @@ class ShardWriter:
         return stats
 
     def abort(self) -> None:
+        """Close and delete this attempt's files; never raises (it runs while an error, a full
+        disk say, is on its way out)."""
         if self.tar is not None:
-            self.tar.close()
+            with contextlib.suppress(OSError):
+                self.tar.close()
         for p in self.out_dir.glob(f"{self.stem}*{self.tag}"):
-            p.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                p.unlink(missing_ok=True)

@@ -12,6 +12,11 @@ class FatalError(GeoweaveError):
     """A bad run: bad recipe, unreadable input, missing credentials. Nothing is written."""
 
 
+class BuildFailed(GeoweaveError):
+    """The build stopped for a reason the user must fix (a full disk); exit code 1, the
+    message only. Complete shards are kept: a rerun resumes."""
+
+
 class ShardError(GeoweaveError):
     """A shard failed; the executor retries it, then records it as failed."""
 
@@ -28,3 +33,15 @@ class SampleRejected(GeoweaveError):
 # memory, an explicit ShardError (a lost worker is retried by Ray itself). Anything else raised
 # out of a shard is deterministic: the same input fails the same way, so it is not retried.
 RETRYABLE: tuple[type[BaseException], ...] = (ShardError, OSError, MemoryError)
+
+
+DISK_FULL = "No space left on device"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC, raised by Python or reported by a library (DuckDB, Arrow) in its message."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return DISK_FULL in str(exc) or "Disk quota exceeded" in str(exc)

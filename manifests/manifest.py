@@ -34,10 +34,13 @@ CREATE VIEW rejects AS
 SELECT key, shard, source, gsd_m, bbox, status, reject_reason, scores
 FROM samples WHERE status <> 'kept'
 """
-# Tiles of a failed shard have no sidecar; they enter the manifest from the plan as 'failed'.
+# Tiles of a shard without a sidecar enter the manifest from the plan as 'failed': reason
+# 'shard_failed' when the shard failed, 'not_built' when it never ran (the disk filled up).
 MISSING_FROM_PLAN = """
 INSERT INTO samples BY NAME
-SELECT p.key, p.shard::INTEGER AS shard, 'failed' AS status, 'shard_failed' AS reject_reason,
+SELECT p.key, p.shard::INTEGER AS shard, 'failed' AS status,
+       CASE WHEN p.shard IN (SELECT shard FROM shards WHERE status = 'failed')
+            THEN 'shard_failed' ELSE 'not_built' END AS reject_reason,
        p.source, p.crs, p.gsd_m, p.size_px::INTEGER AS size_px
 FROM read_parquet(?) p ANTI JOIN samples s ON s.key = p.key
 """
@@ -50,10 +53,15 @@ def record_run(out_dir: Path, record: dict[str, Any]) -> None:
 
 
 def _shard_stats(out_dir: Path, name: str) -> list[ShardStats]:
-    return [
-        ShardStats.from_dict(json.loads(p.read_text()))
-        for p in sorted(out_dir.glob(f"{name}-*.stats.json"))
-    ]
+    """Every readable stats file; a damaged one is skipped with a warning (its shard is not
+    complete, so a rerun rebuilds it)."""
+    out = []
+    for p in sorted(out_dir.glob(f"{name}-*.stats.json")):
+        try:
+            out.append(ShardStats.from_dict(json.loads(p.read_text())))
+        except (OSError, ValueError, TypeError) as e:
+            log.warning("skipping the damaged stats file %s: %s", p, e)
+    return out
 
 
 FUNNEL_SCHEMA = pa.schema(
@@ -230,9 +238,6 @@ def _stamp(path: str) -> tuple[int, int]:
 def _write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> None:
     """Everything but the sidecar rows: failed tiles from the plan, shards, funnel, runs,
     pass overlays and the rejects view."""
-    if (out_dir / PLAN).exists():
-        con.execute(MISSING_FROM_PLAN, [str(out_dir / PLAN)])
-    con.execute(REJECTS_VIEW)
     stats = _shard_stats(out_dir, name)
     for table, data in (
         ("shards", pa.Table.from_pylist([s.row() for s in stats], schema=SHARDS_SCHEMA)),
@@ -242,5 +247,8 @@ def _write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> N
         con.register(f"{table}_src", data)
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_src")
         con.unregister(f"{table}_src")
+    if (out_dir / PLAN).exists():
+        con.execute(MISSING_FROM_PLAN, [str(out_dir / PLAN)])
+    con.execute(REJECTS_VIEW)
     for table, path in overlays(out_dir).items():
         con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(path)])

@@ -131,4 +131,13 @@ def percentile_stretch(
     for i, vals in enumerate(_sample(ds, bands, nodata)):
         if vals.size:
             lo[i], hi[i] = np.percentile(vals, [2, 98])
-    return lo, np.maximum(hi, lo + 1)
+    return lo, np.maximum(hi, lo + min_span(ds.dtypes[0], lo, hi))
+
+
+def min_span(dtype: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The narrowest stretch range: one count for integer imagery (a flat band stays flat);
+    for float imagery (reflectance in 0..1, say) a millionth of the values' magnitude, so a
+    0..0.5 band spans the whole 8-bit range instead of a third of it."""
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        return np.ones_like(lo)
+    return np.maximum(np.maximum(np.abs(lo), np.abs(hi)) * 1e-6, 1e-12)

@@ -83,7 +83,9 @@ def test_lost_worker_is_retried_then_recorded_failed_and_rerun(
     image = write_rgb(tmp_path / "scene.tif", size=256)
     attempts = tmp_path / "attempts.txt"
     imagery = {"name": "img", "type": "crashing_geotiff_test", "path": str(image)}
-    imagery |= {"scale": "none", "attempts_file": str(attempts), "shard": 1}
+    # Shard 0: the first one handed out, so the early worker (forked before Ray starts) is
+    # sure to take it.
+    imagery |= {"scale": "none", "attempts_file": str(attempts), "shard": 0}
     execution = {"num_cpus": 2, "retries": 1, "early_start": early_start}
     recipe = _recipe(tmp_path, imagery, plugins=[str(PLUGIN)], execution=execution)
     per_run = 2 + early_start
@@ -95,13 +97,13 @@ def test_lost_worker_is_retried_then_recorded_failed_and_rerun(
 
     con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
     shards = dict(con.execute("SELECT shard, status FROM shards").fetchall())
-    assert shards[1] == "failed" and all(s == "complete" for k, s in shards.items() if k != 1)
-    error = con.execute("SELECT error FROM shards WHERE shard = 1").fetchone()[0]
+    assert shards[0] == "failed" and all(s == "complete" for k, s in shards.items() if k != 0)
+    error = con.execute("SELECT error FROM shards WHERE shard = 0").fetchone()[0]
     assert error and error.isprintable() and 'File "' not in error  # plain text, no frames
     failed = con.execute(
         "SELECT count(*) FROM samples WHERE status = 'failed' AND reject_reason = 'shard_failed'"
     ).fetchone()[0]
-    assert failed == con.execute("SELECT tiles FROM shards WHERE shard = 1").fetchone()[0]
+    assert failed == con.execute("SELECT tiles FROM shards WHERE shard = 0").fetchone()[0]
     planned = con.execute("SELECT count(*), count(DISTINCT key) FROM samples").fetchone()
     assert planned[0] == planned[1]  # every tile once: kept, rejected or failed
     con.close()

@@ -17,7 +17,14 @@ from geoweave.sources.grid import tile_key, utm_crs
 from geoweave.sources.imagery import GeoTiffSource
 from geoweave.tile import Tile, transformer
 from tests.conftest import SF_BAY
-from tests.data.raster_fixture import ORIGIN, write_corrupt, write_no_crs, write_rgb, write_uint16
+from tests.data.raster_fixture import (
+    ORIGIN,
+    write_corrupt,
+    write_float,
+    write_no_crs,
+    write_rgb,
+    write_uint16,
+)
 
 SF_LANDSAT = SF_BAY / "sf_bay_landsat7_falsecolor_30m.tif"
 
@@ -100,6 +107,17 @@ def test_coarser_gsd_averages_and_auto_stretch_spans_uint16(tmp_path: Path) -> N
     assert px.valid.all()
     rgb = src.to_rgb8(px)
     assert 60 < rgb.mean() < 200  # averages of uniform noise sit mid-range
+
+
+def test_auto_stretch_of_float_reflectance_spans_the_8_bit_range(tmp_path: Path) -> None:
+    src = GeoTiffSource("refl", write_float(tmp_path / "f.tif"), [1, 2, 3], "auto")
+    lo, hi = src.stretch
+    assert (lo > 0).all() and (hi < 0.5).all() and (hi - lo > 0.4).all()
+    tile = Tile(
+        "k", "refl", "EPSG:32610", 10.0, 16, int(ORIGIN[0] // 160) + 1, int(ORIGIN[1] // 160) - 1
+    )
+    rgb = src.to_rgb8(src.read_tile(tile))
+    assert 110 < rgb.mean() < 145 and rgb.max() == 255  # uniform values: mid-grey on average
 
 
 def test_bad_rasters_fail_with_the_file_named(tmp_path: Path) -> None:

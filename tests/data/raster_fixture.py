@@ -60,6 +60,13 @@ def write_uint16(path: Path, seed: int = 1, size: int = 64, res: float = 10.0) -
     return _write(path, data, res)
 
 
+def write_float(path: Path, seed: int = 1, size: int = 64, res: float = 10.0) -> Path:
+    """A 3-band float32 reflectance image, values uniform in 0..0.5 (as surface reflectance)."""
+    rng = np.random.default_rng(seed)
+    data = rng.uniform(0.0, 0.5, size=(3, size, size)).astype(np.float32)
+    return _write(path, data, res)
+
+
 def write_no_crs(path: Path) -> Path:
     data = np.full((1, 16, 16), 7, dtype=np.uint8)
     profile = {"driver": "GTiff", "width": 16, "height": 16, "count": 1, "dtype": "uint8"}

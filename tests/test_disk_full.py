@@ -1,0 +1,64 @@
+"""A disk that fills up mid-build: a real (tiny) tmpfs as the output file system."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+pytestmark = pytest.mark.integration
+RECIPE = str(REPO / "examples/sf-bay.yaml")
+SMALL = ["--set", "tiles.gsd_m=[60]", "--samples-per-shard", "8", "--set", "execution.num_cpus=1"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs (needs root or CAP_SYS_ADMIN: mounting is the only way to get a real
+    ENOSPC from the kernel without filling a real disk)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _keys(out: Path) -> list[tuple[str, str]]:
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT key, status FROM samples ORDER BY key").fetchall()
+    finally:
+        con.close()
+
+
+def test_full_disk_stops_cleanly_and_a_rerun_after_freeing_space_completes(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    filler = small_disk / "filler.bin"
+    filler.write_bytes(b"\0" * (4 * 1024 * 1024 - 700 * 1024))  # ~700 KB left: a few shards
+    out = small_disk / "out"
+    res = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL)
+    assert res.returncode == 1, (res.stdout, res.stderr[-3000:])
+    assert "is full (No space left on device)" in res.stderr, res.stderr[-3000:]
+    assert "Free space and rerun to resume" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not list(out.glob("*.tmp-*")) and not list(out.glob("_*/*.tmp-*"))
+    complete_before = len(list(out.glob("*.stats.json")))
+
+    filler.unlink()
+    rerun = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    whole = tmp_path / "whole"
+    assert run_cli("run", RECIPE, "-o", str(whole), "--no-progress", *SMALL).returncode == 0
+    assert _keys(out) == _keys(whole)
+    assert len(list(out.glob("*.stats.json"))) >= complete_before
