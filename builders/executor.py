@@ -80,17 +80,42 @@ def init_ray(cfg: ExecutionConfig) -> bool:
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on a wrong ``host:port``: ray.init retries an unreachable GCS for minutes."""
+    """Fail fast on a wrong ``host:port``: ray.init retries an unreachable GCS for minutes,
+    and one whose port answers but is not Ray (an HTTP server, the dashboard's 8265) forever.
+    A Ray GCS (and a Ray Client server) speaks gRPC, so it answers an HTTP/2 preface with its
+    SETTINGS frame; anything else is refused here."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto" and other forms Ray resolves itself
+    hint = "check --ray-address / execution.ray_address and that the cluster is up (`ray status`)"
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            reply = _http2_reply(sock, timeout)
     except OSError as e:
+        raise FatalError(f"cannot connect to the Ray cluster at {address} ({e}); {hint}") from e
+    if len(reply) < 9 or reply[3] != 0x04:  # an HTTP/2 frame header of type SETTINGS
+        seen = f"it answered {reply[:24]!r}" if reply else f"it sent nothing in {timeout:g} s"
         raise FatalError(
-            f"cannot connect to the Ray cluster at {address} ({e}); check --ray-address / "
-            "execution.ray_address and that the cluster is up (`ray status`)"
-        ) from e
+            f"{address} answers but is not a Ray cluster ({seen}, not gRPC): give the GCS "
+            "address that `ray start --head` printed (port 6379 by default; 8265 is the "
+            f"dashboard); {hint}"
+        )
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _http2_reply(sock: socket.socket, timeout: float) -> bytes:
+    """The first 9 bytes a server sends back to an HTTP/2 preface and an empty SETTINGS."""
+    sock.settimeout(timeout)
+    sock.sendall(_HTTP2_PREFACE)
+    head = b""
+    try:
+        while len(head) < 9 and (chunk := sock.recv(9 - len(head))):
+            head += chunk
+    except TimeoutError:
+        pass
+    return head
 
 
 Batch = list[tuple[int, list[Tile]]]

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_main
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -96,3 +96,30 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "cannot connect to the Ray cluster" in res.stderr
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+@pytest.mark.parametrize("server", ["http", "silent"])
+def test_address_that_answers_but_is_not_ray_is_a_clear_error(tmp_path: Path, server: str) -> None:
+    """An HTTP server (the dashboard's port by mistake), or a port that accepts and says
+    nothing: refused within seconds instead of ray.init retrying forever."""
+    import http.server
+    import socket
+    import threading
+    import time
+
+    if server == "http":
+        srv = http.server.ThreadingHTTPServer(("127.0.0.2", 0), http.server.BaseHTTPRequestHandler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        port = srv.server_address[1]
+    else:
+        silent = socket.create_server(("127.0.0.2", 0))
+        port = silent.getsockname()[1]
+    started = time.time()
+    res = run_main(
+        "run", str(REPO / "examples/sf-bay.yaml"), "-o", str(tmp_path / "o"),
+        "--ray-address", f"127.0.0.2:{port}",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "answers but is not a Ray cluster" in res.stderr and "Traceback" not in res.stderr
+    assert time.time() - started < 30
+    assert not (tmp_path / "o").exists()
