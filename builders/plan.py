@@ -6,6 +6,7 @@ same shards with the same tiles; that is what makes resume safe.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,8 +16,11 @@ from shapely.geometry.base import BaseGeometry
 from geoweave.builders.recipe import Recipe
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
+from geoweave.record import is_upsampled
 from geoweave.sources.grid import cells_over, grid_crs_for, tile_key
 from geoweave.tile import Tile
+
+log = logging.getLogger("geoweave")
 
 NO_COVERAGE = "no_imagery_coverage"
 # Shards take tiles in strips this many rows tall, so a shard is a compact patch of ground
@@ -62,6 +66,13 @@ def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
     crs = grid_crs_for(area, recipe.tiles.grid_crs)  # one grid for every source
     for src in sources:
         for gsd in recipe.tiles.gsd_m:
+            if is_upsampled(gsd, src.res_m):
+                log.warning(
+                    "imagery %s has a ground resolution of %.3g m: tiles at %g m are upsampled "
+                    "%.1fx (no new detail); samples record upsampled = true and captions state "
+                    "%.3g m",
+                    src.name, src.res_m, gsd, src.res_m / gsd, src.res_m,
+                )  # fmt: skip
             cells = cells_over(area, crs, gsd * size)
             cells.sort(key=lambda c: (-(c[1] // STRIP_ROWS), c[0], -c[1]))
             grid = [

@@ -27,7 +27,7 @@ from geoweave.builders.join import ShardLabels
 from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfig, Recipe
 from geoweave.builders.writers import ShardWriter
 from geoweave.protocols import ClassRaster, Filter, ImagerySource, TileDescription
-from geoweave.record import Sample
+from geoweave.record import Sample, is_upsampled
 from geoweave.registry import (
     CAPTIONERS,
     FILTERS,
@@ -202,6 +202,8 @@ class ShardPipeline:
         s = Sample(tile, cfg.license, self.label_licenses, acquired=cfg.acquired)
         s.osm_snapshot = self.osm_snapshot
         s.item_id = tile.item
+        s.native_gsd_m = round(self.imagery[tile.source][1].res_m, 4)
+        s.upsampled = is_upsampled(tile.gsd_m, s.native_gsd_m)
         if tile.plan_reject:
             s.reject(tile.plan_reject, by="plan")
         return s

@@ -83,6 +83,11 @@ def landcover_clause(tile: TileDescription) -> str:
     return f"{'mostly' if frac >= 0.5 else 'partly'} {name.lower()} ({frac:.0%})"
 
 
+def metres(value: float) -> str:
+    """A resolution as a caption says it: "30", "23.7", "0.6"."""
+    return f"{value:.0f}" if value >= 10 and abs(value - round(value)) < 0.05 else f"{value:.3g}"
+
+
 class TemplateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -109,7 +114,7 @@ class TemplateCaptioner:
         lc = landcover_clause(tile)
         if not groups and not lc:
             return []
-        gsd = f"{tile.gsd_m:g}"
+        gsd = metres(tile.resolution_m)  # the imagery's own when the tile is upsampled
         if groups:
             things = join_words([count_phrase(p, n, c) for p, n, c in groups])
             lc = f", {lc}" if lc else ""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import numpy as np
 
-from geoweave.record import Caption, LabelElement, QAPair, Sample
+from geoweave.record import Caption, LabelElement, QAPair, Sample, is_upsampled
 from geoweave.tile import BBox, Tile
 
 if TYPE_CHECKING:
@@ -92,11 +92,25 @@ class TileDescription:
     size_px: int
     elements: tuple[LabelElement, ...] = ()
     landcover: dict[str, float] = field(default_factory=dict)
+    native_gsd_m: float | None = None  # the imagery's own resolution, when known
+
+    @property
+    def resolution_m(self) -> float:
+        """The resolution the pixels really have: the tile GSD, or the imagery's own when the
+        tile is upsampled from coarser imagery (a text must not claim detail that is not there)."""
+        return max(self.gsd_m, self.native_gsd_m or 0.0) if self.upsampled else self.gsd_m
+
+    @property
+    def upsampled(self) -> bool:
+        return is_upsampled(self.gsd_m, self.native_gsd_m)
 
     @classmethod
     def of(cls, sample: Sample) -> TileDescription:
         t = sample.tile
-        return cls(t.key, t.gsd_m, t.size_px, tuple(sample.osm), dict(sample.landcover))
+        return cls(
+            t.key, t.gsd_m, t.size_px, tuple(sample.osm), dict(sample.landcover),
+            sample.native_gsd_m,
+        )  # fmt: skip
 
 
 class Captioner(Protocol):

@@ -20,6 +20,11 @@ from geoweave.tile import Tile
 
 OSM_LICENSE = "© OpenStreetMap contributors, ODbL 1.0"
 KEPT, REJECTED = "kept", "rejected"  # a sample's status; "failed" is set by the manifest
+UPSAMPLING_TOLERANCE = 0.95  # a GSD below 95% of the imagery's resolution is upsampling
+
+
+def is_upsampled(gsd_m: float, native_gsd_m: float | None) -> bool:
+    return native_gsd_m is not None and gsd_m < native_gsd_m * UPSAMPLING_TOLERANCE
 
 
 class LabelElement(TypedDict):
@@ -60,6 +65,8 @@ class Sample:
     label_licenses: dict[str, str] = field(default_factory=dict)  # vector source -> licence
     acquired: str | None = None
     item_id: str | None = None
+    native_gsd_m: float | None = None  # the imagery's own ground resolution
+    upsampled: bool = False  # the tile GSD is finer than the imagery's (pixels interpolated)
     osm_snapshot: str | None = None
     data: np.ndarray | None = None  # (bands, H, W), the source dtype; nodata pixels are 0
     valid: np.ndarray | None = None  # (H, W) bool
@@ -178,6 +185,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("transform", _fixed(pa.list_(pa.float64())), lambda s: list(s.tile.transform)[:6]),
     Column("gsd_m", _fixed(pa.float64()), lambda s: s.tile.gsd_m),
     Column("size_px", _fixed(pa.int32()), lambda s: s.tile.size_px),
+    Column("native_gsd_m", _fixed(pa.float64()), lambda s: s.native_gsd_m),
+    Column("upsampled", _fixed(pa.bool_()), lambda s: s.upsampled),
     Column(
         "bbox",
         _fixed(pa.struct([(k, pa.float64()) for k in ("west", "south", "east", "north")])),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from geoweave.builders.build import prepare
 from geoweave.builders.recipe import Recipe
@@ -41,3 +42,37 @@ def test_shard_carries_osm_provenance(tmp_path: Path) -> None:
     for r in with_osm:
         assert r["license"] == f"USGS public domain; {OSM_LICENSE}"
         assert {e["id"][0] for e in r["osm"]} <= {"w", "r", "n"}
+
+
+def test_upsampled_tiles_are_flagged_and_captions_state_the_native_resolution(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    recipe = Recipe.model_validate(
+        {
+            "name": "up",
+            "area": {"bbox": (-122.3143, 37.8040, -122.2908, 37.8176)},
+            "imagery": [
+                {"name": "l7", "path": str(SF_BAY / "sf_bay_landsat7_falsecolor_30m.tif")}
+                | {"scale": "none"}
+            ],
+            "tiles": {"size_px": 32, "gsd_m": [10, 30]},
+            "labels": {"osm": [str(SF_BAY / "West-Oakland.osm.bz2")], "min_pixels": 1},
+            "filters": {"min_labels_v1": {"min_labels": 1}},
+            "output": {"samples_per_shard": 1000},
+        }
+    )
+    with caplog.at_level(logging.WARNING, logger="geoweave"):
+        ctx, plan, _ = prepare(recipe, tmp_path)
+    assert "tiles at 10 m are upsampled 2.4x" in caplog.text
+    assert "tiles at 30 m" not in caplog.text
+    run_shard(ctx, 0, plan.shard_tiles(0))
+    rows = pq.read_table(tmp_path / "up-000000.samples.parquet").to_pylist()
+    by_gsd = {g: [r for r in rows if r["gsd_m"] == g] for g in (10.0, 30.0)}
+    assert all(r["upsampled"] and abs(r["native_gsd_m"] - 23.74) < 0.01 for r in by_gsd[10.0])
+    assert not any(r["upsampled"] for r in by_gsd[30.0])
+    texts = [c["text"] for r in by_gsd[10.0] for c in r["captions"]]
+    assert texts and not any("10 m" in t for t in texts)
+    assert any("23.7 m" in t for t in texts)
+    assert any("30 m" in c["text"] for r in by_gsd[30.0] for c in r["captions"])
