@@ -17,7 +17,7 @@ from geoweave.builders.recipe import Recipe
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
 from geoweave.record import is_upsampled
-from geoweave.sources.grid import cells_over, grid_crs_for, tile_key
+from geoweave.sources.grid import cells_over, grid_crs_for, split_antimeridian, tile_key
 from geoweave.tile import Tile
 
 log = logging.getLogger("geoweave")
@@ -43,7 +43,10 @@ class Plan:
 def area_geometry(recipe: Recipe, sources: Sequence[ImagerySource]) -> BaseGeometry:
     """The area to tile, in lon/lat: the recipe's bbox or GeoJSON, else the imagery footprint."""
     if recipe.area.bbox is not None:
-        return shapely.box(*recipe.area.bbox)
+        w, s, e, n = recipe.area.bbox
+        if w > e:  # across the antimeridian, as GeoJSON bboxes say it (RFC 7946, 5.2)
+            return shapely.union_all([shapely.box(w, s, 180, n), shapely.box(-180, s, e, n)])
+        return shapely.box(w, s, e, n)
     if recipe.area.geojson is not None:
         import geopandas as gpd
 
@@ -53,8 +56,20 @@ def area_geometry(recipe: Recipe, sources: Sequence[ImagerySource]) -> BaseGeome
             raise FatalError(f"area.geojson {recipe.area.geojson}: cannot read it ({e})") from e
         if gdf.empty or gdf.crs is None:
             raise FatalError(f"area.geojson {recipe.area.geojson}: empty or without a CRS")
-        return shapely.union_all(gdf.to_crs("EPSG:4326").geometry.values)
-    return shapely.union_all([s.footprint() for s in sources])
+        return split_antimeridian(shapely.union_all(gdf.to_crs("EPSG:4326").geometry.values))
+    return shapely.union_all([split_antimeridian(s.footprint()) for s in sources])
+
+
+def _covered(area: BaseGeometry, src: ImagerySource) -> BaseGeometry:
+    """The part of the area the source has imagery for: only its cells are planned (a
+    continent-sized area over one city's imagery plans as fast as the city)."""
+    covered = area.intersection(split_antimeridian(src.footprint()))
+    if area.area > 0:
+        outside = 1 - covered.area / area.area
+        if outside > 0.01:
+            log.info("imagery %s covers %.0f%% of the area; the rest is not planned", src.name,
+                     100 * (1 - outside))  # fmt: skip
+    return covered
 
 
 def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
@@ -65,6 +80,7 @@ def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
     tiles: list[Tile] = []
     crs = grid_crs_for(area, recipe.tiles.grid_crs)  # one grid for every source
     for src in sources:
+        covered = _covered(area, src)
         for gsd in recipe.tiles.gsd_m:
             if is_upsampled(gsd, src.res_m):
                 log.warning(
@@ -73,7 +89,7 @@ def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
                     "%.3g m",
                     src.name, src.res_m, gsd, src.res_m / gsd, src.res_m,
                 )  # fmt: skip
-            cells = cells_over(area, crs, gsd * size)
+            cells = cells_over(covered, crs, gsd * size) if not covered.is_empty else []
             cells.sort(key=lambda c: (-(c[1] // STRIP_ROWS), c[0], -c[1]))
             grid = [
                 Tile(tile_key(src.name, gsd, crs, col, row), src.name, crs, gsd, size, col, row)

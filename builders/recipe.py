@@ -45,9 +45,10 @@ class AreaConfig(_Strict):
             raise ValueError("give either area.bbox or area.geojson, not both")
         if self.bbox is not None:
             w, s, e, n = self.bbox
-            if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+            if not (-180 <= w <= 180 and -180 <= e <= 180 and w != e and -90 <= s < n <= 90):
                 raise ValueError(
-                    f"area.bbox must be west < east, south < north in degrees: {self.bbox}"
+                    "area.bbox must be west, south, east, north in degrees with south < north "
+                    f"(west > east crosses the antimeridian): {self.bbox}"
                 )
         return self
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import shapely
 from pyproj import CRS
+from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from geoweave.tile import transformer
@@ -27,12 +28,57 @@ def utm_crs(lon: float, lat: float) -> str:
 def grid_crs_for(area_lonlat: BaseGeometry, setting: str) -> str:
     """Resolve the recipe's ``tiles.grid_crs`` to a concrete metric CRS."""
     if setting.lower() == "utm":
-        c = area_lonlat.centroid
-        return utm_crs(c.x, c.y)
+        return utm_crs(*lonlat_centroid(area_lonlat))
     crs = CRS.from_user_input(setting)
     if not crs.is_projected:
         raise ValueError(f"tiles.grid_crs must be a projected (metric) CRS, got {setting}")
     return crs.to_string()
+
+
+def _unwrap(geom: BaseGeometry) -> BaseGeometry:
+    """Negative longitudes moved east by 360 degrees (a geometry across the antimeridian
+    becomes one piece in 0..360)."""
+    return shapely.transform(
+        geom,
+        lambda xy: np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360, xy[:, 0]), xy[:, 1]]),
+    )
+
+
+def crosses_antimeridian(geom: BaseGeometry) -> bool:
+    """A lon/lat geometry with an edge jumping over 180 degrees of longitude: drawn across the
+    antimeridian (179 -> -179), not around the world."""
+    for part in getattr(geom, "geoms", [geom]):
+        rings = [part.exterior, *part.interiors] if isinstance(part, Polygon) else [part]
+        for ring in rings:
+            xs = np.asarray(ring.coords)[:, 0] if hasattr(ring, "coords") else np.empty(0)
+            if xs.size > 1 and np.abs(np.diff(xs)).max() > 180:
+                return True
+    return False
+
+
+def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
+    """A lon/lat area as RFC 7946 wants it: each polygon drawn across the antimeridian split
+    into its parts east and west of it (otherwise it reads as a strip around the world)."""
+    parts = []
+    for part in getattr(geom, "geoms", [geom]):
+        if not crosses_antimeridian(part):
+            parts.append(part)
+            continue
+        whole = _unwrap(part)
+        parts.append(whole.intersection(shapely.box(-180, -90, 180, 90)))
+        west = whole.intersection(shapely.box(180, -90, 540, 90))
+        parts.append(shapely.transform(west, lambda xy: xy - np.array([360.0, 0.0])))
+    return shapely.union_all([p for p in parts if not p.is_empty])
+
+
+def lonlat_centroid(geom: BaseGeometry) -> tuple[float, float]:
+    """The centroid of a lon/lat area, right for one on both sides of the antimeridian."""
+    w, _, e, _ = geom.bounds
+    if e - w > 180:  # parts at both ends of the longitude range: measure in 0..360
+        c = _unwrap(geom).centroid
+        return ((c.x + 180) % 360) - 180, c.y
+    c = geom.centroid
+    return c.x, c.y
 
 
 def transform_geom(geom: Any, src: str, dst: str) -> Any:

@@ -62,17 +62,32 @@ def test_plan_is_deterministic_and_shards_are_filled_in_order(tmp_path: Path) ->
     assert 49 <= n10 <= 64
 
 
-def test_tiles_outside_the_imagery_are_planned_as_rejected(tmp_path: Path) -> None:
+def test_only_tiles_over_the_imagery_are_planned(tmp_path: Path) -> None:
     src = GeoTiffSource("img", write_rgb(tmp_path / "a.tif"), [1, 2, 3], "none")
     w, s, e, n = src.bounds_lonlat
     recipe = _recipe(tmp_path / "a.tif").model_copy(
         update={"area": Recipe.model_fields["area"].annotation(bbox=(w, s, e + (e - w), n))}  # type: ignore[misc]
     )
     plan = plan_tiles(recipe, [src])
-    outside = [t for t in plan.tiles if t.plan_reject == NO_COVERAGE]
-    inside = [t for t in plan.tiles if t.plan_reject is None]
-    assert outside and inside
-    assert all(t.bbox_lonlat()[0] > e for t in outside)
+    inside = plan_tiles(_recipe(tmp_path / "a.tif"), [src])
+    assert plan.tiles and all(t.plan_reject is None for t in plan.tiles)
+    assert {t.key for t in plan.tiles} == {t.key for t in inside.tiles}
+    assert all(t.bbox_lonlat()[0] < e for t in plan.tiles)
+
+
+def test_a_continent_over_one_small_image_plans_only_the_image(tmp_path: Path) -> None:
+    import time
+
+    src = GeoTiffSource("img", write_rgb(tmp_path / "a.tif"), [1, 2, 3], "none")
+    recipe = _recipe(tmp_path / "a.tif", grid_crs="EPSG:32610").model_copy(
+        update={"area": Recipe.model_fields["area"].annotation(bbox=(-130, 30, -100, 50))}  # type: ignore[misc]
+    )
+    t = time.perf_counter()
+    plan = plan_tiles(recipe, [src])
+    assert time.perf_counter() - t < 10  # the cells of the continent are never enumerated
+    assert {t.key for t in plan.tiles} == {
+        t.key for t in plan_tiles(_recipe(tmp_path / "a.tif", grid_crs="EPSG:32610"), [src]).tiles
+    }
 
 
 def test_read_tile_reprojects_and_reports_nodata(tmp_path: Path) -> None:
@@ -173,3 +188,54 @@ def test_tile_lonlat_bounds_match_a_dense_reprojection(crs: str) -> None:
             t = Tile("k", "img", crs, gsd, size_px, col, row)
             dense = tr.transform_bounds(*t.bounds, densify_pts=21)
             assert t.bbox_lonlat() == pytest.approx(dense, abs=1e-9)
+
+
+FIJI = 32760  # WGS 84 / UTM 60S: its east edge runs past 180 degrees
+
+
+def _across_antimeridian(path: Path) -> Path:
+    """A 20 km RGB raster in UTM 60S centred on 180 degrees at 17 degrees south (Fiji)."""
+    x0, y0 = transformer("EPSG:4326", f"EPSG:{FIJI}").transform(180.0, -17.0)
+    x0, y0 = round(x0 / 10) * 10 - 10_000, round(y0 / 10) * 10 + 10_000
+    data = np.random.default_rng(0).integers(0, 255, (3, 2000, 2000), dtype=np.uint8)
+    profile = {"driver": "GTiff", "width": 2000, "height": 2000, "count": 3, "dtype": "uint8"}
+    profile |= {"crs": f"EPSG:{FIJI}", "transform": rasterio.transform.from_origin(x0, y0, 10, 10)}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+    return path
+
+
+def test_an_area_drawn_across_the_antimeridian_is_split_and_plans_fast(tmp_path: Path) -> None:
+    import json
+    import time
+
+    image = _across_antimeridian(tmp_path / "fiji.tif")
+    src = GeoTiffSource("img", image, [1, 2, 3], "none")
+    assert src.footprint().bounds[2] - src.footprint().bounds[0] > 359  # both sides of 180
+    ring = [[179.95, -17.05], [-179.95, -17.05], [-179.95, -16.95], [179.95, -16.95]]
+    area = tmp_path / "area.geojson"
+    area.write_text(json.dumps({"type": "Polygon", "coordinates": [[*ring, ring[0]]]}))
+    recipe = Recipe.model_validate(
+        {
+            "name": "fiji",
+            "area": {"geojson": str(area)},
+            "imagery": [{"name": "img", "path": str(image), "scale": "none"}],
+            "tiles": {"size_px": 64, "gsd_m": [10]},
+        }
+    )
+    t = time.perf_counter()
+    plan = plan_tiles(recipe, [src])
+    assert time.perf_counter() - t < 10
+    assert plan.tiles[0].crs in (f"EPSG:{FIJI}", "EPSG:32701")  # a zone beside 180 degrees
+    # 0.1 x 0.1 degrees is about 10.6 x 11.1 km: some 290 cells of 640 m, not a strip
+    # around the world.
+    assert 250 <= len(plan.tiles) <= 340 and all(t.plan_reject is None for t in plan.tiles)
+    for t in plan.tiles:
+        w, s, e, n = t.bbox_lonlat()
+        assert abs(s + 17) < 0.06 and (w > 179.9 or e < -179.9)
+    bbox = recipe.model_copy(
+        update={
+            "area": Recipe.model_fields["area"].annotation(bbox=(179.95, -17.05, -179.95, -16.95))
+        }  # type: ignore[misc]
+    )
+    assert {t.key for t in plan_tiles(bbox, [src]).tiles} == {t.key for t in plan.tiles}
