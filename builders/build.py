@@ -33,7 +33,7 @@ from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
 from geoweave.builders.writers import is_complete, sidecar_path
 from geoweave.errors import DISK_FULL, BuildFailed, FatalError, is_disk_full
-from geoweave.files import atomic_path
+from geoweave.files import DRIVER_ENV, atomic_path, crash_point
 from geoweave.manifests.manifest import PLAN, ManifestBuilder, newest_run, record_run
 from geoweave.manifests.passes import run_passes
 from geoweave.sources.checksums import InputChecksums
@@ -209,6 +209,7 @@ def _compare_content(out_dir: Path, before: dict[str, str], now: dict[str, str])
 def _write_plan(out_dir: Path, table: pa.Table) -> None:
     with atomic_path(out_dir / PLAN) as tmp:
         pq.write_table(table, tmp)
+        crash_point("plan")
 
 
 def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[str, Any]:
@@ -220,7 +221,7 @@ def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[s
     timings: dict[str, float] = {}  # seconds per phase, in the run record
     recipe = recipe.check_components()
     out_dir = recipe.output.dir.resolve()
-    check_output_dir(out_dir)
+    check_output_dir(out_dir, recipe.name)
     ctx, plan, inputs = checked_prepare(recipe, out_dir)
     table = plan_table(plan, recipe)
     plan_unchanged = _check_plan(out_dir, table)
@@ -230,6 +231,7 @@ def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[s
         started_ray = init_ray(recipe.execution)
         timings["ray_start_s"] = time.time() - t0 - timings["prepare_s"]
     make_output_dir(out_dir)
+    os.environ[DRIVER_ENV] = str(os.getpid())  # for the reliability tests' crash points
     with OutputLock(out_dir):
         manifest = ManifestBuilder(out_dir, recipe.name)  # loads sidecars as shards complete
         try:

@@ -62,15 +62,20 @@ def remove_temporaries(out_dir: Path, build: str, keep: str | None = None) -> in
     return n
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """Refuse an output path that is a file, or a non-empty folder that is not a build."""
+def check_output_dir(out_dir: Path, build: str) -> None:
+    """Refuse an output path that is a file, or a non-empty folder that is not a build (the
+    leftovers of this build killed before its plan was in place do not count)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise FatalError(
             f"the output path {out_dir} is a file, not a folder: choose another --output"
         )
     if not out_dir.is_dir() or (out_dir / PLAN_FILE).exists():
         return
-    foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+    foreign = sorted(
+        p.name
+        for p in out_dir.iterdir()
+        if not p.name.startswith(".") and not own_temporary(p.name, build)
+    )
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise FatalError(

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from geoweave.builders.tar import TarShard
-from geoweave.files import file_checksum, replace_durably, temp_name
+from geoweave.files import crash_point, file_checksum, replace_durably, temp_name
 from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, to_table
 from geoweave.stats import COMPLETE, ShardStats
 
@@ -149,6 +149,7 @@ class ShardWriter:
             replace_durably(tmp, final, sync_dir=False)
             st = final.stat()
             files[final.name], mtimes[final.name] = st.st_size, st.st_mtime_ns
+            crash_point("shard", self.shard)  # files renamed, the stats marker not yet
         stats = ShardStats.count(self.shard, self.rows, stages)
         stats.files, stats.bytes = files, sum(files.values())
         stats.checksums, stats.mtimes = checksums, mtimes

@@ -67,3 +67,25 @@ def file_checksum(path: Path) -> str:
     cache when it has just been written)."""
     with open(path, "rb") as f:
         return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+CRASH_ENV = "GEOWEAVE_CRASH_AT"  # e.g. "shard:3": the reliability tests' crash points
+DRIVER_ENV = "GEOWEAVE_DRIVER_PID"  # set by the driver; Ray workers and forks inherit it
+
+
+def crash_point(name: str, shard: int | None = None) -> None:
+    """Die here with SIGKILL, the driver first, when ``$GEOWEAVE_CRASH_AT`` names this point
+    (``NAME`` or ``NAME:SHARD``). The reliability tests kill a build at each step this way;
+    unset (always, outside those tests) it costs one environment lookup."""
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted or wanted.split(":")[0] != name:
+        return
+    if ":" in wanted and shard is not None and int(wanted.split(":")[1]) != shard:
+        return
+    import signal
+
+    driver = int(os.environ.get(DRIVER_ENV) or 0)
+    if driver and driver != os.getpid():
+        with contextlib.suppress(OSError):
+            os.kill(driver, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)

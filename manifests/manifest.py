@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from geoweave.files import replace_durably, write_text
+from geoweave.files import atomic_path, crash_point, replace_durably
 from geoweave.manifests.passes import overlays
 from geoweave.record import SIDECAR_SCHEMA
 from geoweave.stats import COMPLETE, SHARDS_SCHEMA, ShardStats
@@ -49,7 +49,9 @@ FROM read_parquet(?) p ANTI JOIN samples s ON s.key = p.key
 def record_run(out_dir: Path, record: dict[str, Any]) -> None:
     runs = out_dir / RUNS_DIR
     runs.mkdir(exist_ok=True)
-    write_text(runs / f"{record['run_id']}.json", json.dumps(record, indent=1, default=str))
+    with atomic_path(runs / f"{record['run_id']}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        crash_point("run_record")
 
 
 def _shard_stats(out_dir: Path, name: str) -> list[ShardStats]:
@@ -212,6 +214,7 @@ class ManifestBuilder:
             raise
         self._close()
         final = self.out_dir / MANIFEST
+        crash_point("manifest")
         replace_durably(self.tmp, final)
         return final
 

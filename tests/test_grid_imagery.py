@@ -10,7 +10,7 @@ import pytest
 import rasterio
 import shapely
 
-from geoweave.builders.plan import NO_COVERAGE, plan_tiles
+from geoweave.builders.plan import plan_tiles
 from geoweave.builders.recipe import Recipe
 from geoweave.errors import FatalError
 from geoweave.sources.grid import tile_key, utm_crs
@@ -231,7 +231,7 @@ def test_an_area_drawn_across_the_antimeridian_is_split_and_plans_fast(tmp_path:
     # around the world.
     assert 250 <= len(plan.tiles) <= 340 and all(t.plan_reject is None for t in plan.tiles)
     for t in plan.tiles:
-        w, s, e, n = t.bbox_lonlat()
+        w, s, e, _ = t.bbox_lonlat()
         assert abs(s + 17) < 0.06 and (w > 179.9 or e < -179.9)
     bbox = recipe.model_copy(
         update={
