@@ -62,3 +62,22 @@ def test_full_disk_stops_cleanly_and_a_rerun_after_freeing_space_completes(
     assert run_cli("run", RECIPE, "-o", str(whole), "--no-progress", *SMALL).returncode == 0
     assert _keys(out) == _keys(whole)
     assert len(list(out.glob("*.stats.json"))) >= complete_before
+
+
+def test_read_only_output_file_system_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        from tests.conftest import run_main
+
+        res = run_main("run", RECIPE, "-o", str(ro / "out"), "--no-progress", *SMALL)
+        assert res.returncode == 2, res.stderr
+        assert f"cannot write to the output folder {ro / 'out'}" in res.stderr
+        assert "Read-only file system" in res.stderr and "Traceback" not in res.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
