@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from geoweave.builders.tar import TarShard
-from geoweave.files import crash_point, file_checksum, replace_durably, temp_name
+from geoweave.files import crash_point, file_checksum, fsync_path, replace_durably, temp_name
 from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, to_table
 from geoweave.stats import COMPLETE, ShardStats
 
@@ -82,6 +85,24 @@ def write_stats(out_dir: Path, name: str, stats: ShardStats, tag: str) -> None:
 
 IMAGE_COLUMNS = ("jpg", "tif")
 
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _background() -> ThreadPoolExecutor:
+    """This process's thread pool for checksums and fsyncs (made after any fork: a forked
+    early worker must not inherit a pool whose threads it does not have)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="shard-seal"))
+    return _POOL[1]
+
+
+def _seal(path: Path) -> str:
+    """A written file's checksum, then its data on disk (both release the GIL)."""
+    checksum = file_checksum(path)
+    fsync_path(path)
+    return checksum
+
 
 class ShardWriter:
     """Writes one shard; use as a context manager and call ``write`` once per sample."""
@@ -125,28 +146,16 @@ class ShardWriter:
         With ``started`` (the shard's ``time.time()`` at start), ``seconds`` is the shard's
         whole time, these writes included, and ``stage_seconds["write"]`` gets their share."""
         t = time.perf_counter()
-        finals: dict[str, Path] = {}
-        if self.tar is not None:
-            self.tar.close()
-            finals[".tar"] = self._tmp(".tar")
-        if "parquet" in self.formats and self.kept:  # readers choke on zero-row files
-            pq.write_table(
-                to_table(self.kept, PARQUET_SCHEMA),
-                self._tmp(".parquet"),
-                # JPEG and deflated GeoTIFF bytes neither compress nor repeat: spare the work
-                compression={
-                    c: "NONE" if c in IMAGE_COLUMNS else "snappy" for c in PARQUET_SCHEMA.names
-                },
-                use_dictionary=[c for c in PARQUET_SCHEMA.names if c not in IMAGE_COLUMNS],
-            )
-            finals[".parquet"] = self._tmp(".parquet")
-        pq.write_table(to_table(self.rows, SIDECAR_SCHEMA), self._tmp(".samples.parquet"))
-        finals[".samples.parquet"] = self._tmp(".samples.parquet")
+        sealing = []  # each file's checksum and fsync run on a thread beside the next write
+        for suffix, write in self._outputs():
+            tmp = self._tmp(suffix)
+            write(tmp)
+            sealing.append((suffix, tmp, _background().submit(_seal, tmp)))
         files, checksums, mtimes = {}, {}, {}
-        for suffix, tmp in finals.items():  # the stats marker, renamed last, syncs the folder
+        for suffix, tmp, sealed in sealing:  # the stats marker, renamed last, syncs the folder
             final = self.out_dir / f"{self.stem}{suffix}"
-            checksums[final.name] = file_checksum(tmp)
-            replace_durably(tmp, final, sync_dir=False)
+            checksums[final.name] = sealed.result()
+            os.replace(tmp, final)
             st = final.stat()
             files[final.name], mtimes[final.name] = st.st_size, st.st_mtime_ns
             crash_point("shard", self.shard)  # files renamed, the stats marker not yet
@@ -161,6 +170,31 @@ class ShardWriter:
             stats.stage_seconds = {**stats.stage_seconds, "write": round(write_s, 4)}
         write_stats(self.out_dir, self.name, stats, self.tag)
         return stats
+
+    def _outputs(self) -> list[tuple[str, Callable[[Path], None]]]:
+        """(suffix, write to a path) of each file of the shard, in the order they are written."""
+        out: list[tuple[str, Callable[[Path], None]]] = []
+        if self.tar is not None:
+            tar = self.tar
+            out.append((".tar", lambda _path: tar.close()))  # written as samples came
+        if "parquet" in self.formats and self.kept:  # readers choke on zero-row files
+            out.append((".parquet", self._write_parquet))
+        out.append((".samples.parquet", self._write_sidecar))
+        return out
+
+    def _write_parquet(self, path: Path) -> None:
+        pq.write_table(
+            to_table(self.kept, PARQUET_SCHEMA),
+            path,
+            # JPEG and deflated GeoTIFF bytes neither compress nor repeat: spare the work
+            compression={
+                c: "NONE" if c in IMAGE_COLUMNS else "snappy" for c in PARQUET_SCHEMA.names
+            },
+            use_dictionary=[c for c in PARQUET_SCHEMA.names if c not in IMAGE_COLUMNS],
+        )
+
+    def _write_sidecar(self, path: Path) -> None:
+        pq.write_table(to_table(self.rows, SIDECAR_SCHEMA), path)
 
     def abort(self) -> None:
         """Close and delete this attempt's files; never raises (it runs while an error, a full
