@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from geoweave.captioning import questions, templates
 from geoweave.manifests import passes
-from geoweave.qa import filters
+from geoweave.qa import faithfulness, filters
 from geoweave.sources import imagery, vector
 
-BUILT_IN = (imagery, vector, templates, questions, filters, passes)
+BUILT_IN = (imagery, vector, templates, questions, filters, faithfulness, passes)

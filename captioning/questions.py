@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from geoweave.captioning.phrases import a, element_phrase, plural
 from geoweave.captioning.templates import describe_counts
 from geoweave.protocols import TileDescription
 from geoweave.record import LabelElement, QAPair
 from geoweave.registry import QUESTION_GENERATORS
+from geoweave.sources.phrases import a, element_phrase, plural
 
 # Phrases asked about when absent, for "no" answers; common in OSM, all visible from above.
 ABSENT_CANDIDATES = (

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from geoweave.captioning.phrases import a, element_phrase, plural
 from geoweave.protocols import TileDescription
 from geoweave.record import Caption
 from geoweave.registry import CAPTIONERS
+from geoweave.sources.phrases import a, element_phrase, plural
 
 PROMPT_VERSION = "templates-2026-11"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, get_type_hints
+from typing import Any, NotRequired, TypedDict, get_type_hints
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +47,11 @@ class Caption(TypedDict):
     style: str
     captioner: str
     prompt_version: str
+    # set by the faithfulness_v1 filter (qa/faithfulness.py); absent (null) without it
+    precision: NotRequired[float]  # supported mentions / mentions
+    recall: NotRequired[float]  # visible labels mentioned / visible labels
+    unsupported: NotRequired[list[str]]  # mentions the labels do not support
+    faithful: NotRequired[bool]  # precision >= the filter's min_precision
 
 
 class QAPair(TypedDict):
@@ -143,7 +148,12 @@ def struct_of(typed: type, mapping: bool) -> pa.DataType:
     """The Arrow struct of a TypedDict; ``dict[str, str]`` fields become maps (or JSON text)."""
     fields = []
     for name, hint in get_type_hints(typed).items():
-        fields.append((name, _SCALARS[hint] if hint in _SCALARS else _str_map(mapping)))
+        if hint in _SCALARS:
+            fields.append((name, _SCALARS[hint]))
+        elif hint == list[str]:
+            fields.append((name, pa.list_(pa.string())))
+        else:
+            fields.append((name, _str_map(mapping)))
     return pa.struct(fields)
 
 

@@ -7,11 +7,11 @@ import pytest
 import shapely
 
 from geoweave.builders.join import ShardLabels
-from geoweave.captioning.phrases import element_phrase, phrase, plural
 from geoweave.captioning.questions import TemplateQA, TemplateQAOptions
 from geoweave.captioning.templates import TemplateCaptioner, TemplateOptions
 from geoweave.protocols import TileDescription
 from geoweave.record import OSM_LICENSE, Sample
+from geoweave.sources.phrases import element_phrase, phrase, plural
 from geoweave.tile import Tile
 
 CRS = "EPSG:32610"

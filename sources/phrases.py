@@ -1,5 +1,8 @@
 """Turn OSM-style tags into English noun phrases ("residential road", "parking lot").
 
+Shared by the text generators (`captioning/`) and their judges (`qa/faithfulness.py`), so a
+caption is scored against the very vocabulary it was written from.
+
 Captions and questions are built only from these phrases, so every noun a template writes can be
 traced back to a tag of the sample.
 """
