@@ -100,6 +100,7 @@ class ResponseCache:
         """Store a response durably (temporary name, fsync, rename)."""
         path = self.path(request)
         path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {"request": request.fields(), "response": response, "usage": usage or {}}
+        entry: dict[str, Any] = {"request": request.fields(), "response": response}
+        entry["usage"] = usage or {}
         entry["stored"] = time.time()
         write_text(path, json.dumps(entry, ensure_ascii=False))
