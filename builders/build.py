@@ -33,9 +33,10 @@ from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
 from geoweave.builders.writers import is_complete, sidecar_path
 from geoweave.errors import DISK_FULL, BuildFailed, FatalError, is_disk_full
-from geoweave.files import DRIVER_ENV, atomic_path, crash_point
+from geoweave.files import DRIVER_ENV, atomic_path, crash_point, default_cache_root
 from geoweave.manifests.manifest import PLAN, ManifestBuilder, newest_run, record_run
 from geoweave.manifests.passes import run_passes
+from geoweave.registry import CAPTIONERS, load_plugins
 from geoweave.sources.checksums import InputChecksums
 from geoweave.stats import COMPLETE, ShardStats
 from geoweave.tile import Tile
@@ -45,12 +46,7 @@ VERSIONED = ("geoweave", "ray", "osmium", "rasterio", "duckdb", "pyarrow", "webd
 
 
 def cache_root(recipe: Recipe) -> Path:
-    if recipe.execution.cache_dir:
-        return recipe.execution.cache_dir
-    if os.environ.get("GEOWEAVE_CACHE"):
-        return Path(os.environ["GEOWEAVE_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "geoweave"
+    return recipe.execution.cache_dir or default_cache_root()
 
 
 def _check_cache(root: Path) -> None:
@@ -98,6 +94,7 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
     if recipe.labels.landcover:
         open_landcover(recipe.labels.landcover)
         inputs.hash(recipe.labels.landcover.path)
+    _preflight(recipe)
     plan = plan_tiles(recipe, sources)
     outside = sum(t.plan_reject is not None for t in plan.tiles)
     log.info(
@@ -107,6 +104,16 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
         plan.num_shards,
     )
     return ctx, plan, inputs
+
+
+def _preflight(recipe: Recipe) -> None:
+    """A captioner that talks to a server checks it once before any work (``preflight``)."""
+    import geoweave.builders.components  # noqa: F401  (registers the built-ins)
+
+    load_plugins(recipe.plugins)
+    captioner = CAPTIONERS.build(recipe.captions.name, recipe.captions.options, recipe.seed)
+    if hasattr(captioner, "preflight"):
+        captioner.preflight()
 
 
 def checked_prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChecksums]:

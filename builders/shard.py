@@ -26,6 +26,7 @@ from geoweave.builders.encode import encode_geotiff, encode_jpeg
 from geoweave.builders.join import ShardLabels
 from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfig, Recipe
 from geoweave.builders.writers import ShardWriter
+from geoweave.errors import ShardError
 from geoweave.protocols import ClassRaster, Filter, ImagerySource, TileDescription
 from geoweave.record import Sample, is_upsampled
 from geoweave.registry import (
@@ -256,8 +257,12 @@ class ShardPipeline:
 
     @staticmethod
     def _call(fn: Callable[[Any], list[Any]], batch: list[Any]) -> list[Any]:
+        """A batched text call; its exception fails each tile, except a ``ShardError`` (a
+        server that is down), which fails the shard so that it is retried later."""
         try:
             return fn(batch)
+        except ShardError:
+            raise
         except Exception as e:
             return [e] * len(batch)
 

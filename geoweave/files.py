@@ -89,3 +89,12 @@ def crash_point(name: str, shard: int | None = None) -> None:
         with contextlib.suppress(OSError):
             os.kill(driver, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def default_cache_root() -> Path:
+    """geoweave's cache folder (label indexes, LLM responses): ``$GEOWEAVE_CACHE``, else
+    ``$XDG_CACHE_HOME/geoweave``, else ``~/.cache/geoweave``."""
+    if os.environ.get("GEOWEAVE_CACHE"):
+        return Path(os.environ["GEOWEAVE_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "geoweave"

