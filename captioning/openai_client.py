@@ -22,8 +22,9 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class LLMError(Exception):
-    """A request that failed for good; ``retryable`` when it was the server's state (down,
-    overloaded), not the request."""
+    """A request that failed for good. ``retryable`` when nothing answered at all (refused,
+    unreachable): the server is down and the shard should be retried later; an answer that
+    stayed wrong (429, 5xx, a stall, not JSON) fails only its own request."""
 
     def __init__(self, message: str, retryable: bool) -> None:
         super().__init__(message)
@@ -49,7 +50,7 @@ class Endpoint:
         """POST ``/chat/completions``; the decoded reply, after retries."""
         url = self.base_url.rstrip("/") + "/chat/completions"
         body = json.dumps(payload).encode()
-        last = "no attempt"
+        last, down = "no attempt", False
         for attempt in range(self.retries + 1):
             wait = self.backoff_s * 2**attempt * (0.5 + random.random())
             try:
@@ -63,13 +64,19 @@ class Endpoint:
                 if e.code not in RETRY_STATUS:
                     raise LLMError(last, retryable=False) from None
                 wait = max(wait, min(30.0, _retry_after(e.headers.get("Retry-After"))))
+                down = False
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                last = f"{url}: {getattr(e, 'reason', e)}"
+                reason = getattr(e, "reason", e)
+                last, down = f"{url}: {reason}", not _is_timeout(reason)
             except ValueError as e:  # not JSON
-                last = f"{url} answered with something that is not JSON ({e})"
+                last, down = f"{url} answered with something that is not JSON ({e})", False
             if attempt < self.retries:
                 time.sleep(wait)
-        raise LLMError(f"{last} (after {self.retries + 1} attempts)", retryable=True)
+        raise LLMError(f"{last} (after {self.retries + 1} attempts)", retryable=down)
+
+
+def _is_timeout(reason: object) -> bool:
+    return isinstance(reason, TimeoutError) or "timed out" in str(reason)
 
 
 def _retry_after(value: str | None) -> float:

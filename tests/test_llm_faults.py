@@ -1,0 +1,106 @@
+"""Faults between geoweave and an LLM endpoint, against a stand-in HTTP server on 127.0.0.1
+that the test scripts (429s, malformed replies, stalls) and a closed port. The real client
+code (``captioning/openai_client.py``, ``llm.py``) talks to it over HTTP."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from geoweave.captioning.llm import LLMCaptioner, LLMOptions
+from geoweave.errors import ShardError
+from geoweave.protocols import TileDescription
+
+GOOD = {"choices": [{"message": {"role": "assistant", "content": "A road."}}], "usage": {}}
+
+
+class StandIn(http.server.ThreadingHTTPServer):
+    """Answers POSTs from a script: each item is 'ok', '429', '500', 'garbage' or 'stall';
+    the last item repeats. Counts what it received."""
+
+    def __init__(self, script: list[str]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.script, self.received = script, 0
+        self.lock = threading.Lock()
+
+    def next(self) -> str:
+        with self.lock:
+            self.received += 1
+            return self.script[min(self.received - 1, len(self.script) - 1)]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: StandIn
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        what = self.server.next()
+        if what == "stall":
+            time.sleep(3)
+        code, body = {"ok": (200, json.dumps(GOOD)), "429": (429, "slow down"),
+                      "500": (500, "oops"), "garbage": (200, "<html>not json"),
+                      "stall": (200, json.dumps(GOOD))}[what]  # fmt: skip
+        self.send_response(code)
+        if code == 429:
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+
+@pytest.fixture
+def stand_in(request: pytest.FixtureRequest) -> Iterator[StandIn]:
+    srv = StandIn(request.param)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+
+
+def _captioner(url: str, tmp_path: Path, **opts: object) -> LLMCaptioner:
+    options = LLMOptions(model="m", base_url=url, tasks=["short"], retries=2, timeout_s=1,
+                         cache_dir=tmp_path / "cache", **opts)  # type: ignore[arg-type]  # fmt: skip
+    c = LLMCaptioner(options)
+    c.endpoint = type(c.endpoint)(c.endpoint.base_url, None, 1.0, 2, backoff_s=0.01)
+    return c
+
+
+TILES = [TileDescription(f"k{i}", 10.0 * (i + 1), 32) for i in range(2)]  # unlike requests
+
+
+@pytest.mark.parametrize("stand_in", [["429", "500", "ok"]], indirect=True)
+def test_stand_in_429_and_5xx_are_retried_then_succeed(stand_in: StandIn, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}/v1"
+    out = _captioner(url, tmp_path, concurrency=1).caption(TILES)
+    assert [[c["text"] for c in caps] for caps in out] == [["A road."], ["A road."]]  # type: ignore[union-attr]
+    assert stand_in.received == 4  # two faults, then one answer per tile
+
+
+@pytest.mark.parametrize("stand_in", [["garbage"], ["stall"], ["500"]], indirect=True)
+def test_stand_in_malformed_stalled_or_failing_replies_fail_each_tile(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}/v1"
+    out = _captioner(url, tmp_path).caption(TILES)
+    assert all(isinstance(o, Exception) and "caption request failed" in str(o) for o in out)
+    assert stand_in.received == 3 * len(TILES)  # 1 + retries per request, then recorded
+    assert not list((tmp_path / "cache").rglob("*.json"))  # nothing cached
+
+
+def test_a_server_that_is_down_fails_the_shard_for_a_later_retry(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ShardError, match="the LLM endpoint is unavailable"):
+        _captioner(f"http://127.0.0.1:{port}/v1", tmp_path).caption(TILES)
