@@ -135,3 +135,29 @@ def test_unreachable_endpoint_stops_the_build_before_any_work(tmp_path: Path) ->
     res = run_main("run", str(path), "-o", str(tmp_path / "out"), "--no-progress")
     assert res.returncode == 2 and "does not answer" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_llm_example_takes_its_endpoint_from_the_environment(
+    tmp_path: Path, server: llm_server.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geoweave.builders.recipe_files import load_recipe
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    recipe = load_recipe(
+        REPO / "examples" / "sf-bay-llm.yaml",
+        {"captions.model": server.model, "captions.tasks": ["short"], "captions.max_tokens": 16,
+         "captions.cache_dir": str(tmp_path / "cache"), "output.dir": str(tmp_path / "out"),
+         "output.samples_per_shard": 6},
+    )  # fmt: skip
+    assert recipe.captions.options["base_url"] is None  # from $OPENAI_BASE_URL
+    ctx, plan, _ = prepare(recipe, tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    kept: list[dict[str, Any]] = []
+    for shard in range(plan.num_shards):  # the first shard with a kept tile
+        run_shard(ctx, shard, plan.shard_tiles(shard))
+        sidecar = tmp_path / "out" / f"sf-bay-llm-{shard:06d}.samples.parquet"
+        kept = [r for r in pq.read_table(sidecar).to_pylist() if r["status"] == "kept"]
+        if kept:
+            break
+    assert kept and all(r["captions"][0]["captioner"] == "llm_v1" for r in kept)
