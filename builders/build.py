@@ -36,7 +36,7 @@ from geoweave.errors import DISK_FULL, BuildFailed, FatalError, is_disk_full
 from geoweave.files import DRIVER_ENV, atomic_path, crash_point, default_cache_root
 from geoweave.manifests.manifest import PLAN, ManifestBuilder, newest_run, record_run
 from geoweave.manifests.passes import run_passes
-from geoweave.registry import CAPTIONERS, load_plugins
+from geoweave.registry import CAPTIONERS, QUESTION_GENERATORS, load_plugins
 from geoweave.sources.checksums import InputChecksums
 from geoweave.stats import COMPLETE, ShardStats
 from geoweave.tile import Tile
@@ -114,6 +114,11 @@ def _preflight(recipe: Recipe) -> None:
     captioner = CAPTIONERS.build(recipe.captions.name, recipe.captions.options, recipe.seed)
     if hasattr(captioner, "preflight"):
         captioner.preflight()
+    q = recipe.questions
+    if q.enabled:
+        generator = QUESTION_GENERATORS.build(q.name, q.options, recipe.seed)
+        if hasattr(generator, "preflight"):
+            generator.preflight()
 
 
 def checked_prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChecksums]:

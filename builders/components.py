@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from geoweave.captioning import llm, questions, templates
+from geoweave.captioning import llm, llm_qa, questions, templates
 from geoweave.manifests import passes
 from geoweave.qa import faithfulness, filters
 from geoweave.sources import imagery, vector
 
-BUILT_IN = (imagery, vector, templates, llm, questions, filters, faithfulness, passes)
+BUILT_IN = (imagery, vector, templates, llm, llm_qa, questions, filters, faithfulness, passes)

@@ -114,20 +114,29 @@ class LLMCaptioner:
 
     # ---- generation -------------------------------------------------------------------
 
-    def _complete(self, task: str, values: dict[str, str]) -> Caption:
-        prompt = self.prompts[task]
+    def ask(
+        self, prompt: Prompt, values: dict[str, str], extra: dict[str, Any] | None = None
+    ) -> str:
+        """One response to ``prompt`` filled with ``values``: from the cache, else from the
+        endpoint (then stored). ``extra`` parameters (a retry's seed, a response format) are
+        part of the request and of its cache key."""
         messages = prompt.messages(**values)
-        request = Request.of(self.opts.model, prompt.versioned, self.params, messages)
+        params = {**self.params, **(extra or {})}
+        request = Request.of(self.opts.model, prompt.versioned, params, messages)
         text = self.cache.get(request)
         if text is None:
-            payload = {"model": self.opts.model, "messages": messages, **self.params}
-            reply = self.endpoint.chat(payload)
+            reply = self.endpoint.chat({"model": self.opts.model, "messages": messages, **params})
             self.requests += 1
             text = reply_text(reply).strip()
             self.cache.put(request, text, reply.get("usage"))
+        return text
+
+    def _complete(self, task: str, values: dict[str, str]) -> Caption:
+        prompt = self.prompts[task]
         return Caption(
-            text=text, style=task, captioner=self.name, prompt_version=prompt.versioned,
-            model=self.opts.model, params=json.dumps(self.params, sort_keys=True),
+            text=self.ask(prompt, values), style=task, captioner=self.name,
+            prompt_version=prompt.versioned, model=self.opts.model,
+            params=json.dumps(self.params, sort_keys=True),
         )  # fmt: skip
 
     def _run(self, jobs: list[tuple[int, str, dict[str, str]]]) -> dict[tuple[int, str], Any]:

@@ -61,6 +61,10 @@ class QAPair(TypedDict):
     answer: str
     kind: str
     verified: bool
+    generator: NotRequired[str]  # an LLM generator's name, prompt version and model
+    prompt_version: NotRequired[str]
+    model: NotRequired[str]
+    note: NotRequired[str]  # why a fallback was used, say
 
 
 @dataclass(slots=True)

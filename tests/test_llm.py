@@ -161,3 +161,30 @@ def test_the_llm_example_takes_its_endpoint_from_the_environment(
         if kept:
             break
     assert kept and all(r["captions"][0]["captioner"] == "llm_v1" for r in kept)
+
+
+def test_llm_qa_pairs_are_validated_or_fall_back_with_a_note(
+    tmp_path: Path, server: llm_server.Server
+) -> None:
+    """The real 135M model: each tile gets LLM pairs that passed the client's schema check,
+    or template pairs that say why; every request is counted on the server."""
+    recipe = _recipe(tmp_path / "out", server, tmp_path / "cache", tasks=["short"])
+    questions = {"name": "llm_qa_v1", "base_url": server.base_url, "model": server.model,
+                 "per_sample": 2, "max_tokens": 96, "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    recipe = recipe.model_copy(
+        update={"questions": recipe.questions.model_validate({"enabled": True, **questions})}
+    )
+    before = server.completions()
+    kept = [r for r in _build(recipe.check_components()) if r["status"] == "kept"]
+    assert kept
+    sent = server.completions() - before
+    assert 2 + 2 * len(kept) <= sent <= 2 + 4 * len(kept)  # 2 preflights; 1 caption, 1-3 QA
+    for r in kept:
+        pairs = r["qa"]
+        assert pairs
+        llm = [p for p in pairs if p["kind"] == "llm"]
+        if llm:
+            assert len(llm) <= 2 and all(p["question"] and p["answer"] for p in llm)
+            assert all(p["prompt_version"] == "qa_v1" and not p["verified"] for p in llm)
+        else:
+            assert all(p["note"].startswith("llm_qa_v1: no valid JSON") for p in pairs)

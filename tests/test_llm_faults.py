@@ -19,6 +19,12 @@ from geoweave.errors import ShardError
 from geoweave.protocols import TileDescription
 
 GOOD = {"choices": [{"message": {"role": "assistant", "content": "A road."}}], "usage": {}}
+QA = [
+    {"question": "Is there a road?", "answer": "Yes."},
+    {"question": "Any lake?", "answer": "No."},
+]
+QA_REPLY = {"choices": [{"message": {"role": "assistant",
+                                     "content": "```json\n" + json.dumps(QA) + "\n```"}}]}  # fmt: skip
 
 
 class StandIn(http.server.ThreadingHTTPServer):
@@ -49,7 +55,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(3)
         code, body = {"ok": (200, json.dumps(GOOD)), "429": (429, "slow down"),
                       "500": (500, "oops"), "garbage": (200, "<html>not json"),
-                      "stall": (200, json.dumps(GOOD))}[what]  # fmt: skip
+                      "stall": (200, json.dumps(GOOD)), "qa": (200, json.dumps(QA_REPLY))}[what]  # fmt: skip
         self.send_response(code)
         if code == 429:
             self.send_header("Retry-After", "0")
@@ -104,3 +110,50 @@ def test_a_server_that_is_down_fails_the_shard_for_a_later_retry(tmp_path: Path)
         port = s.getsockname()[1]
     with pytest.raises(ShardError, match="the LLM endpoint is unavailable"):
         _captioner(f"http://127.0.0.1:{port}/v1", tmp_path).caption(TILES)
+
+
+def test_parse_pairs_takes_a_json_list_of_question_answer_objects() -> None:
+    from geoweave.captioning.llm_qa import parse_pairs
+
+    assert parse_pairs('Sure! [{"question": " Is  it?", "answer": "Yes"}] hope', 4) == [
+        ("Is it?", "Yes")
+    ]
+    for bad in ("no list", "[]", '[{"question": "q"}]', '[{"question": "", "answer": "a"}]', "[1]"):
+        with pytest.raises(ValueError):
+            parse_pairs(bad, 4)
+
+
+def _qa(url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from geoweave.captioning.llm_qa import LLMQAOptions, LLMQuestions
+
+    q = LLMQuestions(LLMQAOptions(model="m", base_url=url, per_sample=2, retries=0, timeout_s=2,
+                                  cache_dir=tmp_path / "cache"))  # fmt: skip
+    return q
+
+
+@pytest.mark.parametrize("stand_in", [["ok", "qa"]], indirect=True)  # prose, then JSON
+def test_stand_in_invalid_qa_json_is_asked_again_with_another_seed(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}/v1"
+    (pairs,) = _qa(url, tmp_path).questions(TILES[:1])
+    assert [(p["question"], p["answer"]) for p in pairs] == [
+        (x["question"], x["answer"]) for x in QA
+    ]  # type: ignore[index]
+    assert all(p["kind"] == "llm" and p["generator"] == "llm_qa_v1" and not p["verified"]
+               and p["prompt_version"] == "qa_v1" for p in pairs)  # type: ignore[index]  # fmt: skip
+    assert stand_in.received == 2
+
+
+@pytest.mark.parametrize("stand_in", [["ok"]], indirect=True)
+def test_stand_in_qa_never_valid_falls_back_to_template_qa_and_says_why(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    from geoweave.captioning.questions import TemplateQA, TemplateQAOptions
+
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}/v1"
+    (pairs,) = _qa(url, tmp_path).questions(TILES[:1])
+    expected = TemplateQA(TemplateQAOptions(per_sample=2)).questions_one(TILES[0])
+    assert [p["question"] for p in pairs] == [p["question"] for p in expected]  # type: ignore[index]
+    assert all(p["note"].startswith("llm_qa_v1: no valid JSON after 3 attempts") for p in pairs)  # type: ignore[index]
+    assert stand_in.received == 3
