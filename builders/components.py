@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from geoweave.captioning import llm, llm_qa, questions, templates
 from geoweave.manifests import passes
-from geoweave.qa import faithfulness, filters
+from geoweave.qa import faithfulness, filters, qa_check
 from geoweave.sources import imagery, vector
 
-BUILT_IN = (imagery, vector, templates, llm, llm_qa, questions, filters, faithfulness, passes)
+BUILT_IN = (
+    imagery,
+    vector,
+    templates,
+    llm,
+    llm_qa,
+    questions,
+    filters,
+    faithfulness,
+    qa_check,
+    passes,
+)

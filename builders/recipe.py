@@ -166,7 +166,13 @@ class QuestionsConfig(_Component):
 
 
 # Quality filters run in this order unless a recipe disables one (``false``) or adds its own.
-DEFAULT_FILTERS = ("nodata_v1", "low_variance_v1", "min_labels_v1", "faithfulness_v1")
+DEFAULT_FILTERS = (
+    "nodata_v1",
+    "low_variance_v1",
+    "min_labels_v1",
+    "faithfulness_v1",
+    "qa_check_v1",
+)
 # Corpus passes after the shards; the summary reads statistics_v1, so it is always on.
 DEFAULT_PASSES = ("statistics_v1",)
 REQUIRED_PASSES = ("statistics_v1",)

@@ -65,6 +65,7 @@ class QAPair(TypedDict):
     prompt_version: NotRequired[str]
     model: NotRequired[str]
     note: NotRequired[str]  # why a fallback was used, say
+    check: NotRequired[str]  # qa_check_v1: presence, count, land_cover or unchecked
 
 
 @dataclass(slots=True)
