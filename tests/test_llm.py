@@ -185,6 +185,9 @@ def test_llm_qa_pairs_are_validated_or_fall_back_with_a_note(
         llm = [p for p in pairs if p["kind"] == "llm"]
         if llm:
             assert len(llm) <= 2 and all(p["question"] and p["answer"] for p in llm)
-            assert all(p["prompt_version"] == "qa_v1" and not p["verified"] for p in llm)
+            assert all(p["prompt_version"] == "qa_v1" for p in llm)
+            checks = {"presence", "count", "land_cover", "unchecked"}
+            assert all(p["check"] in checks for p in llm)  # qa_check_v1 ran (on by default)
+            assert all(p["check"] != "unchecked" for p in llm if p["verified"])
         else:
             assert all(p["note"].startswith("llm_qa_v1: no valid JSON") for p in pairs)
