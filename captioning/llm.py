@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,6 +95,7 @@ class LLMCaptioner:
         }  # fmt: skip
         self.cache = ResponseCache((opts.cache_dir or default_cache_root() / "llm").expanduser())
         self.requests = 0  # sent to the endpoint (cache misses), for the shard's stats
+        self._locks: dict[str, threading.Lock] = {}  # request key -> held while it is asked
 
     @classmethod
     def from_options(cls, opts: LLMOptions, seed: int = 0) -> LLMCaptioner:
@@ -123,12 +125,16 @@ class LLMCaptioner:
         messages = prompt.messages(**values)
         params = {**self.params, **(extra or {})}
         request = Request.of(self.opts.model, prompt.versioned, params, messages)
-        text = self.cache.get(request)
-        if text is None:
-            reply = self.endpoint.chat({"model": self.opts.model, "messages": messages, **params})
-            self.requests += 1
-            text = reply_text(reply).strip()
-            self.cache.put(request, text, reply.get("usage"))
+        # Two tiles of a batch with the same description ask the same thing: one request, and
+        # both get its answer (sampling would otherwise give each its own, and the cache one).
+        with self._locks.setdefault(request.key, threading.Lock()):
+            text = self.cache.get(request)
+            if text is None:
+                payload = {"model": self.opts.model, "messages": messages, **params}
+                reply = self.endpoint.chat(payload)
+                self.requests += 1
+                text = reply_text(reply).strip()
+                self.cache.put(request, text, reply.get("usage"))
         return text
 
     def _complete(self, task: str, values: dict[str, str]) -> Caption:

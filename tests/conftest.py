@@ -48,3 +48,32 @@ def run_main(*args: str) -> subprocess.CompletedProcess[str]:
         except SystemExit as e:  # argparse's own errors
             code = int(e.code or 0)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc: the Ray processes a driver started), so a test
+    can end its own Ray by PID (never `ray stop`: it is machine-wide)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def manifest_keys(out: Path) -> list[tuple[str, str]]:
+    """(key, status) of every sample in a build's manifest, sorted by key."""
+    import duckdb
+
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT key, status FROM samples ORDER BY key").fetchall()
+    finally:
+        con.close()

@@ -6,10 +6,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, manifest_keys, run_cli
 
 pytestmark = pytest.mark.integration
 RECIPE = str(REPO / "examples/sf-bay.yaml")
@@ -33,14 +32,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def _keys(out: Path) -> list[tuple[str, str]]:
-    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
-    try:
-        return con.execute("SELECT key, status FROM samples ORDER BY key").fetchall()
-    finally:
-        con.close()
-
-
 def test_full_disk_stops_cleanly_and_a_rerun_after_freeing_space_completes(
     tmp_path: Path, small_disk: Path
 ) -> None:
@@ -60,7 +51,7 @@ def test_full_disk_stops_cleanly_and_a_rerun_after_freeing_space_completes(
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     whole = tmp_path / "whole"
     assert run_cli("run", RECIPE, "-o", str(whole), "--no-progress", *SMALL).returncode == 0
-    assert _keys(out) == _keys(whole)
+    assert manifest_keys(out) == manifest_keys(whole)
     assert len(list(out.glob("*.stats.json"))) >= complete_before
 
 

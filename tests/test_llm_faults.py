@@ -157,3 +157,13 @@ def test_stand_in_qa_never_valid_falls_back_to_template_qa_and_says_why(
     assert [p["question"] for p in pairs] == [p["question"] for p in expected]  # type: ignore[index]
     assert all(p["note"].startswith("llm_qa_v1: no valid JSON after 3 attempts") for p in pairs)  # type: ignore[index]
     assert stand_in.received == 3
+
+
+@pytest.mark.parametrize("stand_in", [["ok"]], indirect=True)
+def test_stand_in_identical_requests_of_a_batch_are_sent_once(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}/v1"
+    same = [TileDescription(f"k{i}", 10.0, 32) for i in range(6)]  # one description, six tiles
+    out = _captioner(url, tmp_path, concurrency=6).caption(same)
+    assert stand_in.received == 1 and len({o[0]["text"] for o in out}) == 1  # type: ignore[index]

@@ -17,31 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, descendants, manifest_keys, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 RECIPE = str(REPO / "examples/sf-bay.yaml")
 SMALL = ["--set", "tiles.gsd_m=[60]", "--samples-per-shard", "8", "--set", "execution.num_cpus=1"]
 CRASH_POINTS = ["plan", "shard:2", "shard:9", "run_record", "manifest"]
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def _killed_run(out: Path, point: str) -> int:
@@ -54,7 +37,7 @@ def _killed_run(out: Path, point: str) -> int:
     )  # fmt: skip
     leftovers: set[int] = set()
     while proc.poll() is None:
-        leftovers.update(_descendants(proc.pid))
+        leftovers.update(descendants(proc.pid))
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=0.2)
     for pid in leftovers:  # never `ray stop`: it is machine-wide
@@ -65,20 +48,12 @@ def _killed_run(out: Path, point: str) -> int:
     return proc.returncode
 
 
-def _keys(out: Path) -> list[tuple[str, str]]:
-    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
-    try:
-        return con.execute("SELECT key, status FROM samples ORDER BY key").fetchall()
-    finally:
-        con.close()
-
-
 @pytest.fixture(scope="module")
 def clean_keys(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str]]:
     out = tmp_path_factory.mktemp("clean") / "out"
     res = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL)
     assert res.returncode == 0, res.stderr[-2000:]
-    return _keys(out)
+    return manifest_keys(out)
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -91,7 +66,7 @@ def test_sigkill_at_each_step_then_rerun_equals_a_clean_build(
     rerun = run_cli("run", RECIPE, "-o", str(out), "--no-progress", *SMALL)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Traceback" not in rerun.stderr
-    keys = _keys(out)
+    keys = manifest_keys(out)
     assert keys == clean_keys
     assert len({k for k, _ in keys}) == len(keys)  # no key twice
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
