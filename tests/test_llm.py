@@ -193,3 +193,45 @@ def test_llm_qa_pairs_are_validated_or_fall_back_with_a_note(
             assert all(p["check"] != "unchecked" for p in llm if p["verified"])
         else:
             assert all(p["note"].startswith("llm_qa_v1: no valid JSON") for p in pairs)
+
+
+def test_server_killed_mid_shard_then_rerun_repeats_no_answered_request(
+    tmp_path: Path, server: llm_server.Server
+) -> None:
+    """Its own server, killed once a few responses are stored: the shard fails with a clear
+    error; against a new server (another port: the endpoint is not part of a request) the
+    rerun sends only what had not been answered."""
+    import threading
+    import time
+
+    from geoweave.errors import ShardError
+
+    cache = tmp_path / "cache"
+    first = llm_server.start(tmp_path / "first.log")
+    recipe = _recipe(tmp_path / "out", first, cache, max_tokens=48)
+    ctx, plan, _ = prepare(recipe, recipe.output.dir)
+    recipe.output.dir.mkdir()
+
+    def kill_after_some() -> None:
+        deadline = time.time() + 120
+        while len(list(cache.rglob("*.json"))) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        llm_server.stop_server(first.proc)
+
+    killer = threading.Thread(target=kill_after_some)
+    killer.start()
+    try:
+        with pytest.raises(ShardError, match="the LLM endpoint is unavailable"):
+            run_shard(ctx, 0, plan.shard_tiles(0))
+    finally:
+        killer.join()
+        llm_server.stop_server(first.proc)
+    answered = len(list(cache.rglob("*.json")))
+    assert answered >= 3
+
+    rerun = _recipe(tmp_path / "out", server, cache, max_tokens=48)
+    before = server.completions()
+    rows = _build(rerun)
+    stored = len(list(cache.rglob("*.json")))
+    assert server.completions() - before == 1 + (stored - answered)  # preflight + the rest
+    assert [r for r in rows if r["status"] == "kept"]
