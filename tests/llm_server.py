@@ -41,7 +41,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(log: Path, timeout: float = 180) -> Server:
+def start(log: Path, timeout: float = 180, tries: int = 3) -> Server:
+    """Start a server on a free port; another free port if something took that one first."""
+    for attempt in range(tries):
+        try:
+            return _start(log, timeout)
+        except PortTaken:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def _start(log: Path, timeout: float) -> Server:
     model = convert(MODEL_DIR)
     exe = shutil.which("transformers", path=str(Path(sys.executable).parent))
     assert exe, "transformers serve is missing: `make setup` installs the llm-test extra"
@@ -53,16 +68,21 @@ def start(log: Path, timeout: float = 180) -> Server:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}/v1"
+    ours = f"Uvicorn running on http://127.0.0.1:{port}"  # this process has the port
     deadline = time.time() + timeout
     while time.time() < deadline:
+        text = log.read_text(errors="replace")
         if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited: {log.read_text()[-2000:]}")
-        with (
-            contextlib.suppress(OSError, ValueError),
-            urllib.request.urlopen(base + "/models", timeout=2) as r,
-        ):
-            models = json.loads(r.read())["data"]
-            return Server(base, models[0]["id"], log, proc)
+            if "address already in use" in text.lower():
+                raise PortTaken(f"port {port} was taken before the server bound it")
+            raise RuntimeError(f"transformers serve exited: {text[-2000:]}")
+        if ours in text:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(base + "/models", timeout=2) as r,
+            ):
+                models = json.loads(r.read())["data"]
+                return Server(base, models[0]["id"], log, proc)
         time.sleep(0.5)
     stop_server(proc)
     raise RuntimeError(f"transformers serve did not come up in {timeout:g} s")
