@@ -187,12 +187,21 @@ def label_concepts(
     return labels
 
 
+def supported_concepts(labels: Mapping[str, set[str]]) -> set[str]:
+    """Every concept the tile's labels support (``label_concepts``' values together)."""
+    return set().union(*labels.values()) if labels else set()
+
+
 def score(
     text: str, elements: Iterable[LabelElement], landcover: Mapping[str, float]
 ) -> Faithfulness:
     """Precision, recall and unsupported mentions of one caption against the tile's labels."""
-    labels = label_concepts(elements, landcover)
-    supported = set().union(*labels.values()) if labels else set()
+    return score_against(text, label_concepts(elements, landcover))
+
+
+def score_against(text: str, labels: Mapping[str, set[str]]) -> Faithfulness:
+    """``score`` with the tile's ``label_concepts`` worked out once for all its captions."""
+    supported = supported_concepts(labels)
     found = mentions(text, own=list(labels))
     said = {concept(m) for m in found}
     unsupported = [m for m in found if concept(m) not in supported]
@@ -230,7 +239,8 @@ class FaithfulnessFilter:
     def check(self, sample: Sample) -> str | None:
         if not sample.captions:
             return None
-        results = [score(c["text"], sample.osm, sample.landcover) for c in sample.captions]
+        labels = label_concepts(sample.osm, sample.landcover)
+        results = [score_against(c["text"], labels) for c in sample.captions]
         for cap, f in zip(sample.captions, results, strict=True):
             cap["precision"], cap["recall"], cap["unsupported"] = (
                 f.precision,

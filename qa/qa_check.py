@@ -17,11 +17,18 @@ the share of its LLM pairs that passed. The filter never rejects.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from geoweave.qa.faithfulness import broader, concept, label_concepts, mentions
+from geoweave.qa.faithfulness import (
+    broader,
+    concept,
+    label_concepts,
+    mentions,
+    supported_concepts,
+)
 from geoweave.record import QAPair, Sample
 from geoweave.registry import FILTERS
 from geoweave.sources.phrases import element_phrase
@@ -49,11 +56,11 @@ def _number(answer: str) -> int | None:
     return None
 
 
-def check_pair(pair: QAPair, sample: Sample) -> tuple[str, bool]:
-    """(the check that ran, whether the answer passed it)."""
+def check_pair(pair: QAPair, sample: Sample, labels: Mapping[str, set[str]]) -> tuple[str, bool]:
+    """(the check that ran, whether the answer passed it); ``labels`` is the sample's
+    ``label_concepts``."""
     q = " ".join(pair["question"].lower().split())
-    labels = label_concepts(sample.osm, sample.landcover)
-    supported = set().union(*labels.values()) if labels else set()
+    supported = supported_concepts(labels)
     if "land cover" in q and sample.landcover:
         top = max(sample.landcover.items(), key=lambda kv: kv[1])[0]
         said = {concept(m) for m in mentions(pair["answer"])}
@@ -88,8 +95,9 @@ class QACheckFilter:
 
     def check(self, sample: Sample) -> str | None:
         llm = [p for p in sample.qa if p["kind"] == "llm"]
+        labels = label_concepts(sample.osm, sample.landcover) if llm else {}
         for pair in llm:
-            pair["check"], pair["verified"] = check_pair(pair, sample)
+            pair["check"], pair["verified"] = check_pair(pair, sample, labels)
         if llm:
             sample.scores["qa_verified"] = round(sum(p["verified"] for p in llm) / len(llm), 4)
         return None
