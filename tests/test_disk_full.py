@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,21 +16,27 @@ RECIPE = str(REPO / "examples/sf-bay.yaml")
 SMALL = ["--set", "tiles.gsd_m=[60]", "--samples-per-shard", "8", "--set", "execution.num_cpus=1"]
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs (needs root or CAP_SYS_ADMIN: mounting is the only way to get a real
-    ENOSPC from the kernel without filling a real disk)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``path`` for the block (needs root or CAP_SYS_ADMIN: mounting is the
+    only way to get a real ENOSPC or EROFS from the kernel without touching a real disk)."""
+    path.mkdir()
     mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
     )
     if mount.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
     try:
-        yield disk
+        yield path
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs."""
+    with tmpfs(tmp_path / "disk", "size=4m") as disk:
+        yield disk
 
 
 def test_full_disk_stops_cleanly_and_a_rerun_after_freeing_space_completes(
@@ -56,19 +63,10 @@ def test_full_disk_stops_cleanly_and_a_rerun_after_freeing_space_completes(
 
 
 def test_read_only_output_file_system_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], capture_output=True
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
-    try:
-        from tests.conftest import run_main
+    from tests.conftest import run_main
 
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
         res = run_main("run", RECIPE, "-o", str(ro / "out"), "--no-progress", *SMALL)
-        assert res.returncode == 2, res.stderr
-        assert f"cannot write to the output folder {ro / 'out'}" in res.stderr
-        assert "Read-only file system" in res.stderr and "Traceback" not in res.stderr
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
+    assert res.returncode == 2, res.stderr
+    assert f"cannot write to the output folder {ro / 'out'}" in res.stderr
+    assert "Read-only file system" in res.stderr and "Traceback" not in res.stderr
