@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from geoweave.captioning.llm import LLMCaptioner, LLMOptions
+from geoweave.captioning.backends import LLMOptions
+from geoweave.captioning.llm import LLMCaptioner
 from geoweave.protocols import TileDescription
 
 LATENCY_S = 0.2

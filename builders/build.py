@@ -293,7 +293,7 @@ def _finish(
     timings: dict[str, float],
 ) -> Path:
     """Corpus passes, the run record and the manifest, while a local Ray stops."""
-    stopper = RayStopper()
+    stopper = RayStopper(started_here="ray_start_s" in timings)  # timed only when started here
     t = time.time()
     run_passes(out_dir, recipe.name, list(recipe.passes.items()))
     timings["passes_s"] = time.time() - t

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from geoweave.builders.early import EarlyWorker, ShardQueue
 from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import ExecutionConfig
+from geoweave.builders.services import start_services, uses_ray_services
 from geoweave.builders.shard import BuildContext, run_shard
 from geoweave.builders.writers import complete_stats, shard_stem, stats_path, write_stats
 from geoweave.errors import DISK_FULL, RETRYABLE, FatalError, is_disk_full
@@ -228,7 +229,10 @@ def run_shards(
     local = not cfg.ray_address and not ray.is_initialized()
     early = (
         EarlyWorker(ctx, plan, queue)
-        if local and cfg.early_start and EarlyWorker.available()
+        if local
+        and cfg.early_start
+        and EarlyWorker.available()
+        and not uses_ray_services(ctx.recipe)
         else None
     )
     if after_fork is not None:
@@ -246,6 +250,7 @@ def run_shards(
         timings["ray_start_s"] = time.time() - t
     bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
     try:
+        services = start_services(ctx.recipe)  # noqa: F841  (held alive while shards run)
         return _dispatch(ctx, plan, queue, early, bar, on_done or (lambda _stats: None))
     except BaseException:
         if started:
@@ -277,12 +282,12 @@ class RayStopper:
     and the manifest (which need no Ray) run meanwhile: ``ray.shutdown`` waits about a second
     for Ray's processes to exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, started_here: bool = True) -> None:
         import ray
 
         self.seconds = 0.0
         self._thread: threading.Thread | None = None
-        if ray.is_initialized():
+        if started_here and ray.is_initialized():  # a Ray the caller started stays up
             self._thread = threading.Thread(target=self._stop, name="ray-shutdown")
             self._thread.start()
 

@@ -41,7 +41,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make recipe paths absolute, relative to the recipe's folder."""
 
     def fix(p: Any) -> Any:
-        return str((base / p).resolve()) if isinstance(p, str) and p else p
+        return str((base / Path(p).expanduser()).resolve()) if isinstance(p, str) and p else p
 
     for img in data.get("imagery") or []:
         if isinstance(img, dict) and "path" in img:
@@ -50,6 +50,18 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         sec = data.get(section)
         if isinstance(sec, dict) and sec.get(key):
             sec[key] = fix(sec[key])
+    for section in ("captions", "questions"):  # component options that name files
+        sec = data.get(section)
+        if not isinstance(sec, dict):
+            continue
+        for key in ("model_path", "cache_dir"):
+            if sec.get(key):
+                sec[key] = fix(sec[key])
+        if str(sec.get("prompt", "")).endswith((".yaml", ".yml")):
+            sec["prompt"] = fix(sec["prompt"])
+        if isinstance(sec.get("prompts"), dict):
+            sec["prompts"] = {t: fix(v) if str(v).endswith((".yaml", ".yml")) else v
+                              for t, v in sec["prompts"].items()}  # fmt: skip
     plugins = data.get("plugins")
     if isinstance(plugins, list):
         data["plugins"] = [fix(p) if str(p).endswith(".py") else p for p in plugins]

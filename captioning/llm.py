@@ -12,19 +12,19 @@ retries fails the whole shard at once (``ShardError``), which is retried later.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from geoweave.captioning.backends import LLMOptions, make_backend
 from geoweave.captioning.cache import Request, ResponseCache
 from geoweave.captioning.describe import describe
-from geoweave.captioning.openai_client import Endpoint, LLMError, reply_text
+from geoweave.captioning.model_actor import ActorPool
+from geoweave.captioning.openai_client import LLMError, reply_text
 from geoweave.captioning.prompts import Prompt, get_prompt
+from geoweave.captioning.templates import TemplateCaptioner
 from geoweave.errors import FatalError, ShardError
 from geoweave.files import default_cache_root
 from geoweave.protocols import TileDescription
@@ -32,37 +32,12 @@ from geoweave.record import Caption
 from geoweave.registry import CAPTIONERS
 from geoweave.text import plain_error
 
-Task = Literal["short", "detailed", "rewrite"]
-ALL_TASKS: list[Task] = ["short", "detailed", "rewrite"]
+log = logging.getLogger("geoweave")
 DEFAULT_PROMPTS = {
     "short": "caption_short_v1",
     "detailed": "caption_detailed_v1",
     "rewrite": "caption_rewrite_v1",
 }
-
-
-class LLMOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(description="the model name the endpoint serves")
-    base_url: str | None = Field(
-        None, description="e.g. http://127.0.0.1:8000/v1; default $OPENAI_BASE_URL"
-    )
-    api_key_env: str | None = Field(
-        None, description="environment variable holding the API key; default OPENAI_API_KEY if set"
-    )
-    tasks: list[Task] = Field(default_factory=lambda: list(ALL_TASKS), min_length=1)
-    prompts: dict[Task, str] = Field(
-        default_factory=dict, description="task -> prompt name or file"
-    )
-    temperature: float = Field(0.2, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(96, ge=1, le=4096)
-    seed: int | None = 0
-    concurrency: int = Field(8, ge=1, le=256, description="requests in flight per worker")
-    timeout_s: float = Field(60, gt=0)
-    retries: int = Field(3, ge=0, le=10)
-    cache_dir: Path | None = Field(None, description="response cache; default $GEOWEAVE_CACHE/llm")
 
 
 @CAPTIONERS.add("llm_v1")
@@ -71,18 +46,8 @@ class LLMCaptioner:
     Options = LLMOptions
 
     def __init__(self, opts: LLMOptions, seed: int = 0) -> None:
-        base_url = opts.base_url or os.environ.get("OPENAI_BASE_URL")
-        if not base_url:
-            raise FatalError(
-                "captions.base_url is not set and neither is $OPENAI_BASE_URL: give the "
-                "endpoint, e.g. base_url: http://127.0.0.1:8000/v1"
-            )
-        key_env = opts.api_key_env or (
-            "OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None
-        )
-        if opts.api_key_env and not os.environ.get(opts.api_key_env):
-            raise FatalError(f"captions.api_key_env names ${opts.api_key_env}, which is not set")
-        self.endpoint = Endpoint(base_url, key_env, opts.timeout_s, opts.retries)
+        self.backend = make_backend(opts)
+        self.model = opts.model_name
         self.opts = opts
         self.prompts: dict[str, Prompt] = {
             t: get_prompt(opts.prompts.get(t, DEFAULT_PROMPTS[t])) for t in opts.tasks
@@ -94,6 +59,7 @@ class LLMCaptioner:
             "max_tokens": opts.max_tokens, "seed": opts.seed,
         }  # fmt: skip
         self.cache = ResponseCache((opts.cache_dir or default_cache_root() / "llm").expanduser())
+        self.templates = TemplateCaptioner(seed=seed)  # the fallback
         self.requests = 0  # sent to the endpoint (cache misses), for the shard's stats
         self._locks: dict[str, threading.Lock] = {}  # request key -> held while it is asked
 
@@ -101,18 +67,20 @@ class LLMCaptioner:
     def from_options(cls, opts: LLMOptions, seed: int = 0) -> LLMCaptioner:
         return cls(opts, seed)
 
+    @staticmethod
+    def start_services(opts: LLMOptions) -> ActorPool | None:
+        """On the driver, once Ray is up: the model actors (``actors: N``), checked against
+        the cluster's resources and started before any shard task."""
+        if not opts.uses_ray_services:
+            return None
+        pool = ActorPool(opts.spec(), opts.actors, opts.num_gpus, opts.timeout_s)
+        pool.start()
+        return pool
+
     def preflight(self) -> None:
-        """One tiny request before any shard starts: unreachable server, unknown model or a
-        refused key stop the build with a clear message."""
-        payload = {"model": self.opts.model, "max_tokens": 1,
-                   "messages": [{"role": "user", "content": "ok"}]}  # fmt: skip
-        try:
-            reply_text(self.endpoint.chat(payload))
-        except LLMError as e:
-            raise FatalError(
-                f"the LLM endpoint {self.endpoint.base_url} with model {self.opts.model!r} "
-                f"does not answer: {e}; check captions.base_url, captions.model and the key"
-            ) from None
+        """Before any shard starts: an unreachable server, an unknown model, a refused key or
+        a model path that is not there stop the build with a clear message."""
+        self.backend.preflight(self.model)
 
     # ---- generation -------------------------------------------------------------------
 
@@ -124,14 +92,14 @@ class LLMCaptioner:
         part of the request and of its cache key."""
         messages = prompt.messages(**values)
         params = {**self.params, **(extra or {})}
-        request = Request.of(self.opts.model, prompt.versioned, params, messages)
+        request = Request.of(self.model, prompt.versioned, params, messages)
         # Two tiles of a batch with the same description ask the same thing: one request, and
         # both get its answer (sampling would otherwise give each its own, and the cache one).
         with self._locks.setdefault(request.key, threading.Lock()):
             text = self.cache.get(request)
             if text is None:
-                payload = {"model": self.opts.model, "messages": messages, **params}
-                reply = self.endpoint.chat(payload)
+                payload = {"model": self.model, "messages": messages, **params}
+                reply = self.backend.chat(payload)
                 self.requests += 1
                 text = reply_text(reply).strip()
                 self.cache.put(request, text, reply.get("usage"))
@@ -141,7 +109,7 @@ class LLMCaptioner:
         prompt = self.prompts[task]
         return Caption(
             text=self.ask(prompt, values), style=task, captioner=self.name,
-            prompt_version=prompt.versioned, model=self.opts.model,
+            prompt_version=prompt.versioned, model=self.model,
             params=json.dumps(self.params, sort_keys=True),
         )  # fmt: skip
 
@@ -163,6 +131,20 @@ class LLMCaptioner:
         return out
 
     def caption(self, batch: Sequence[TileDescription]) -> list[list[Caption] | Exception]:
+        """Each task's caption per tile; with ``fallback: templates``, a tile whose requests
+        failed (or every tile, when the endpoint is down) gets template captions instead,
+        each with a ``note`` saying why."""
+        try:
+            out = self._captions(batch)
+        except ShardError as e:
+            if self.opts.fallback != "templates":
+                raise
+            out = [LLMError(str(e), retryable=True)] * len(batch)
+        if self.opts.fallback == "templates":
+            out = self._fall_back(batch, out)
+        return out
+
+    def _captions(self, batch: Sequence[TileDescription]) -> list[list[Caption] | Exception]:
         described = [describe(t).to_json() for t in batch]
         first = [t for t in self.opts.tasks if t != "rewrite"]
         results = self._run(
@@ -183,4 +165,16 @@ class LLMCaptioner:
                 out.append(LLMError(f"caption request failed: {why}", retryable=False))
             else:
                 out.append([r for r in got if r is not None])
+        return out
+
+    def _fall_back(
+        self, batch: Sequence[TileDescription], out: list[list[Caption] | Exception]
+    ) -> list[list[Caption] | Exception]:
+        failed = [i for i, r in enumerate(out) if isinstance(r, Exception)]
+        if failed:
+            log.warning("%s: %d of %d tiles get template captions: %s", self.name,
+                        len(failed), len(out), plain_error(out[failed[0]]))  # type: ignore[arg-type]  # fmt: skip
+        for i in failed:
+            note = f"{self.name} failed ({plain_error(out[i])}); template captions"  # type: ignore[arg-type]
+            out[i] = [Caption(**c, note=note) for c in self.templates.caption_one(batch[i])]  # type: ignore[typeddict-item]
         return out

@@ -18,8 +18,9 @@ from typing import Any
 
 from pydantic import Field
 
+from geoweave.captioning.backends import LLMOptions
 from geoweave.captioning.describe import describe
-from geoweave.captioning.llm import LLMCaptioner, LLMOptions
+from geoweave.captioning.llm import LLMCaptioner
 from geoweave.captioning.openai_client import LLMError
 from geoweave.captioning.prompts import get_prompt
 from geoweave.captioning.questions import TemplateQA, TemplateQAOptions
@@ -27,6 +28,7 @@ from geoweave.errors import ShardError
 from geoweave.protocols import TileDescription
 from geoweave.record import QAPair
 from geoweave.registry import QUESTION_GENERATORS
+from geoweave.text import plain_error
 
 SCHEMA = {
     "type": "array",
@@ -76,7 +78,7 @@ class LLMQuestions(LLMCaptioner):
         super().__init__(opts, seed)
         self.qa_opts = opts
         self.qa_prompt = get_prompt(opts.prompt)
-        self.fallback = TemplateQA(TemplateQAOptions(per_sample=opts.per_sample), seed)
+        self.template_qa = TemplateQA(TemplateQAOptions(per_sample=opts.per_sample), seed)
 
     @classmethod
     def from_options(cls, opts: LLMQAOptions, seed: int = 0) -> LLMQuestions:
@@ -104,9 +106,14 @@ class LLMQuestions(LLMCaptioner):
         note = (
             f"llm_qa_v1: no valid JSON after {self.qa_opts.attempts} attempts ({why}); template QA"
         )
-        return [QAPair(**p, note=note) for p in self.fallback.questions_one(tile)]  # type: ignore[typeddict-item]
+        return self._templates(tile, note)
+
+    def _templates(self, tile: TileDescription, note: str) -> list[QAPair]:
+        return [QAPair(**p, note=note) for p in self.template_qa.questions_one(tile)]  # type: ignore[typeddict-item]
 
     def questions(self, batch: Sequence[TileDescription]) -> list[list[QAPair] | Exception]:
+        """Pairs per tile; with ``fallback: templates``, template pairs (with a ``note``) for a
+        tile whose requests failed, or for every tile when the endpoint is down."""
         out: list[list[QAPair] | Exception] = []
         with ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix="llm-qa") as pool:
             futures = [pool.submit(self._pairs, t) for t in batch]
@@ -114,7 +121,14 @@ class LLMQuestions(LLMCaptioner):
                 try:
                     out.append(f.result())
                 except LLMError as e:
-                    if e.retryable:
+                    if e.retryable and self.opts.fallback != "templates":
+                        for other in futures:
+                            other.cancel()
                         raise ShardError(f"the LLM endpoint is unavailable: {e}") from e
                     out.append(e)
+        if self.opts.fallback == "templates":
+            for i, r in enumerate(out):
+                if isinstance(r, Exception):
+                    note = f"{self.name} failed ({plain_error(r)}); template QA"
+                    out[i] = self._templates(batch[i], note)
         return out

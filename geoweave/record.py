@@ -54,6 +54,7 @@ class Caption(TypedDict):
     recall: NotRequired[float]  # visible labels mentioned / visible labels
     unsupported: NotRequired[list[str]]  # mentions the labels do not support
     faithful: NotRequired[bool]  # precision >= the filter's min_precision
+    note: NotRequired[str]  # why a fallback was used, say
 
 
 class QAPair(TypedDict):

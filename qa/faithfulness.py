@@ -37,17 +37,18 @@ MIN_LANDCOVER = 0.05  # a class under 5% of the tile does not support a mention 
 # unsupported) in any caption, whatever the tile's labels.
 COMMON_VALUES = {
     "building": "yes house apartments garage garages commercial industrial retail school church "
-    "warehouse office hospital hotel shed roof farm barn greenhouse",
+    "warehouse office hospital hotel shed roof farm barn greenhouse farmhouse hangar",
     "highway": " ".join(sorted(ROAD_CLASSES)) + " footway cycleway path steps pedestrian",
     "landuse": "residential industrial commercial retail farmland forest grass meadow cemetery "
-    "orchard vineyard quarry railway construction allotments",
-    "natural": "water wood scrub grassland beach sand wetland bare_rock heath cliff glacier",
+    "orchard vineyard quarry railway construction allotments farmyard",
+    "natural": "water wood scrub grassland beach sand wetland bare_rock heath cliff glacier "
+    "peak hill ridge valley cape",
     "leisure": "park pitch playground garden golf_course stadium swimming_pool nature_reserve "
     "marina",
     "amenity": "parking school hospital university place_of_worship fuel",
+    "aeroway": "runway taxiway apron aerodrome helipad hangar terminal",
     "waterway": "river stream canal ditch dam",
-    "railway": "rail station platform",
-    "aeroway": "runway taxiway apron aerodrome helipad",
+    "railway": "rail station platform tram light_rail subway",
     "man_made": "pier bridge breakwater storage_tank water_tower wastewater_plant",
     "power": "line tower substation plant generator",
 }
@@ -59,7 +60,9 @@ BROADER = {
     "footpath": "path", "cycle path": "path", "river": "water", "stream": "water",
     "canal": "water", "lake": "water", "pond": "water", "reservoir": "water",
     "water courses": "water", "water bodies": "water", "sea and ocean": "water",
-    "mangroves": "trees", "railway line": "railway", "sports pitch": "pitch", "grass": "grassland",
+    "mangroves": "trees", "railway line": "railway", "tram line": "railway",
+    "sports pitch": "pitch", "hill": "terrain", "peak": "terrain", "ridge": "terrain",
+    "valley": "terrain", "cliff": "terrain",
     "herbaceous wetland": "wetland", "residential area": "built-up area",
     "industrial area": "built-up area", "commercial area": "built-up area",
     "retail area": "built-up area", "continuous urban fabric": "built-up area",
@@ -78,12 +81,23 @@ SYNONYMS = {
     "permanent water bodies": "water", "lagoon": "water", "ocean": "water", "sea": "water",
     "bay": "water", "shrubs": "shrubland", "scrub": "shrubland", "bare ground": "bare land",
     "bare / sparse vegetation": "bare land", "sparse vegetation": "bare land",
-    "snow": "snow and ice", "ice": "snow and ice", "meadow": "grassland",
+    "snow": "snow and ice", "ice": "snow and ice", "meadow": "grassland", "grass": "grassland",
+    "bush": "shrubland", "bushes": "shrubland", "shrub": "shrubland",
+    "village": "built-up area", "hamlet": "built-up area", "settlement": "built-up area",
+    "neighbourhood": "built-up area", "neighborhood": "built-up area", "suburb": "built-up area",
+    "housing": "house", "homes": "house", "hillside": "hill", "hilltop": "hill",
+    "mountain": "peak", "headland": "cape", "promontory": "cape",
+    "petrol station": "gas station", "filling station": "gas station", "fuel station": "gas station",
+    "dirt track": "track road", "dirt road": "track road", "farm track": "track road",
+    "gravel road": "track road", "rail track": "railway line", "railway track": "railway line",
+    "train track": "railway line", "rail line": "railway line", "tramway": "tram line",
+    "tram track": "tram line", "terminal building": "terminal", "airport terminal": "terminal",
+    "airport": "aerodrome", "airfield": "aerodrome",
 }  # fmt: skip
 
 # building=VALUE is "VALUE building"; a caption says just "warehouse" or "church".
 SYNONYMS |= {v: f"{v} building" for v in ("school", "church", "warehouse", "office", "hospital",
-                                          "hotel", "barn", "greenhouse")}  # fmt: skip
+                                          "hotel", "barn", "greenhouse", "farmhouse")}  # fmt: skip
 
 # Generic nouns a caption uses for things of several kinds.
 GENERIC = ("building", "road", "path", "water", "trees", "railway", "pitch", "built-up area",

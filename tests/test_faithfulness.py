@@ -10,9 +10,9 @@ import pytest
 from geoweave.builders.build import prepare
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import run_shard
-from geoweave.qa.faithfulness import mentions, score
+from geoweave.qa.faithfulness import concept, mentions, score
 from tests.conftest import REPO, SF_BAY
-from tests.data.faithfulness_fixture import CAPTIONS, HELD_OUT, labels
+from tests.data.faithfulness_fixture import CAPTIONS, FRESH, HELD_OUT, MODEL_WRITTEN, labels
 
 
 def _el(key: str, value: str) -> dict[str, object]:
@@ -51,12 +51,13 @@ def test_land_cover_supports_its_class_above_five_percent() -> None:
 def _measure(cases: list[tuple[str, str, list[str]]]) -> tuple[float, float]:
     """Micro precision and recall of the scorer at finding the labelled unsupported mentions."""
     tp = fp = fn = 0
-    for tile, text, expected in cases:
-        found = set(score(text, *labels(tile)).unsupported)
+    for tile, text, labelled in cases:
+        found = {concept(m) for m in score(text, *labels(tile)).unsupported}
+        expected = {concept(m) for m in labelled}
         tp, fp, fn = (
-            tp + len(found & set(expected)),
-            fp + len(found - set(expected)),
-            fn + len(set(expected) - found),
+            tp + len(found & expected),
+            fp + len(found - expected),
+            fn + len(expected - found),
         )
     return tp / (tp + fp), tp / (tp + fn)
 
@@ -67,11 +68,23 @@ def test_scorer_finds_the_hand_labelled_unsupported_mentions() -> None:
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
 
 
-def test_scorer_on_the_held_out_captions_does_not_regress() -> None:
-    """Held-out captions written after the vocabulary was settled: 0.875 / 0.737 when first
-    measured (README); missing vocabulary (tram line, hangar) is what it misses."""
-    precision, recall = _measure(HELD_OUT)
-    assert precision >= 0.85 and recall >= 0.7, (precision, recall)
+def test_scorer_on_the_held_out_and_model_written_captions_does_not_regress() -> None:
+    """Hand-written held-out captions (0.875 / 0.737 when first measured) and the test model's
+    own captions (0.864 / 0.809 when first measured); both led to a wider vocabulary (OSM
+    values such as tram lines, hangars, farmyards, hills), so they are tuned now."""
+    assert len(MODEL_WRITTEN) >= 25
+    for cases in (HELD_OUT, MODEL_WRITTEN):
+        precision, recall = _measure(cases)
+        assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+
+
+def test_scorer_on_fresh_model_captions_labelled_before_it_ran_on_them() -> None:
+    """The untuned figures (README): 0.939 precision, 0.912 recall on 32 captions of the test
+    model. What it misses: a kind it lacks ("bus station" read as "station"), "museum",
+    "mangrove forest"; a false alarm: the "road" of "taxiway road"."""
+    assert len(FRESH) >= 30
+    precision, recall = _measure(FRESH)
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
 
 
 def _recipe(tmp_path: Path, **extra: object) -> Recipe:

@@ -4,6 +4,7 @@ code (``captioning/openai_client.py``, ``llm.py``) talks to it over HTTP."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import socket
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from geoweave.captioning.llm import LLMCaptioner, LLMOptions
+from geoweave.captioning.backends import LLMOptions
+from geoweave.captioning.llm import LLMCaptioner
 from geoweave.errors import ShardError
 from geoweave.protocols import TileDescription
 
@@ -78,7 +80,7 @@ def _captioner(url: str, tmp_path: Path, **opts: object) -> LLMCaptioner:
     options = LLMOptions(model="m", base_url=url, tasks=["short"], retries=2, timeout_s=1,
                          cache_dir=tmp_path / "cache", **opts)  # type: ignore[arg-type]  # fmt: skip
     c = LLMCaptioner(options)
-    c.endpoint = type(c.endpoint)(c.endpoint.base_url, None, 1.0, 2, backoff_s=0.01)
+    c.backend.endpoint = dataclasses.replace(c.backend.endpoint, backoff_s=0.01)  # type: ignore[attr-defined]
     return c
 
 
@@ -167,3 +169,45 @@ def test_stand_in_identical_requests_of_a_batch_are_sent_once(
     same = [TileDescription(f"k{i}", 10.0, 32) for i in range(6)]  # one description, six tiles
     out = _captioner(url, tmp_path, concurrency=6).caption(same)
     assert stand_in.received == 1 and len({o[0]["text"] for o in out}) == 1  # type: ignore[index]
+
+
+FOREST = [TileDescription("f0", 10.0, 32, landcover={"forest": 0.7, "grassland": 0.3})]
+
+
+def test_fallback_templates_when_the_server_is_down_gives_template_text_with_a_note(
+    tmp_path: Path,
+) -> None:
+    """``fallback: templates``: the shard is not failed; each tile gets the template captions
+    and template QA it would have had with ``template_v1``, each saying why."""
+    from geoweave.captioning.llm_qa import LLMQAOptions, LLMQuestions
+    from geoweave.captioning.questions import TemplateQA, TemplateQAOptions
+    from geoweave.captioning.templates import TemplateCaptioner
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    (caps,) = _captioner(url, tmp_path, fallback="templates").caption(FOREST)
+    assert [c["text"] for c in caps] == [  # type: ignore[union-attr]
+        c["text"] for c in TemplateCaptioner().caption_one(FOREST[0])
+    ]
+    for c in caps:  # type: ignore[union-attr]
+        assert c["captioner"] == "template_v1"
+        assert c["note"].startswith("llm_v1 failed (LLMError: the LLM endpoint is unavailable")
+    q = LLMQuestions(LLMQAOptions(model="m", base_url=url, per_sample=2, retries=0,
+                                  timeout_s=2, cache_dir=tmp_path / "c", fallback="templates"))  # fmt: skip
+    (pairs,) = q.questions(FOREST)
+    expected = TemplateQA(TemplateQAOptions(per_sample=2)).questions_one(FOREST[0])
+    assert [p["question"] for p in pairs] == [p["question"] for p in expected]  # type: ignore[index]
+    assert all(p["note"].startswith("llm_qa_v1 failed") for p in pairs)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("stand_in", [["500"]], indirect=True)
+def test_fallback_templates_replaces_only_the_tiles_whose_requests_failed(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{stand_in.server_address[1]}/v1"
+    (caps,) = _captioner(url, tmp_path, fallback="templates").caption(FOREST)
+    assert caps and all(  # type: ignore[union-attr]
+        c["captioner"] == "template_v1" and "HTTP 500" in c["note"]
+        for c in caps  # type: ignore[union-attr]
+    )
