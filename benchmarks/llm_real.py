@@ -28,6 +28,8 @@ from geoweave.captioning.describe import describe
 from geoweave.captioning.llm import LLMCaptioner
 from geoweave.protocols import TileDescription
 from geoweave.record import LabelElement
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # the test server (tests/llm_server.py)
 from tests import llm_server
 
 CONCURRENCY = 8
@@ -35,10 +37,10 @@ MAX_TOKENS = 48
 
 
 def tiles(n: int) -> list[TileDescription]:
-    """Distinct descriptions: a park of a different size and place on each tile."""
+    """Distinct descriptions (a differently named park on each tile): no request repeats."""
     out = []
     for i in range(n):
-        park = LabelElement(id=f"w{i}", source="osm", tags={"leisure": "park"},
+        park = LabelElement(id=f"w{i}", source="osm", tags={"leisure": "park", "name": f"Park {i}"},
                             geom_type="Polygon", coverage_px=20.0 + 7 * i,
                             coverage_frac=(20.0 + 7 * i) / 4096, area_m2=100.0 * (20 + 7 * i),
                             length_m=0.0, position="centre", clipped=False)  # fmt: skip

@@ -35,7 +35,7 @@ class ModelSpec:
 
     path: Path
     device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
-    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on a CPU
+    dtype: str = "auto"  # auto: the checkpoint's own (float32 for a dequantized GGUF)
     batch_size: int = 8
 
     def check(self) -> None:
@@ -62,8 +62,7 @@ def load(spec: ModelSpec) -> tuple[Any, Any, str]:
     device = spec.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
-             "float32": torch.float32, "bfloat16": torch.bfloat16,
+    dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
              "float16": torch.float16}[spec.dtype]  # fmt: skip
     kw: dict[str, Any] = {"local_files_only": True}
     folder = spec.path
