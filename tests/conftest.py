@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,13 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     ray_tmp.mkdir(exist_ok=True)
     os.environ["RAY_TMPDIR"] = str(ray_tmp)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (another process may still take it before it is used)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import free_port
 from tests.data.smollm2_model import convert
 
 MODEL_DIR = Path(os.environ.get("GEOWEAVE_TEST_MODELS", Path.home() / ".cache" / "geoweave-test"))
@@ -33,12 +33,6 @@ class Server:
     def completions(self) -> int:
         """How many chat requests the server has answered so far (from its access log)."""
         return self.log.read_text(errors="replace").count('"POST /v1/chat/completions HTTP')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(log: Path, timeout: float = 180, tries: int = 3) -> Server:
@@ -60,7 +54,7 @@ def _start(log: Path, timeout: float) -> Server:
     model = convert(MODEL_DIR)
     exe = shutil.which("transformers", path=str(Path(sys.executable).parent))
     assert exe, "transformers serve is missing: `make setup` installs the llm-test extra"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = [exe, "serve", str(model), "--continuous-batching", "--host", "127.0.0.1",
            "--port", str(port), "--device", "cpu"]  # fmt: skip

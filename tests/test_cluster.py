@@ -16,16 +16,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import REPO, run_cli, run_main
+from tests.conftest import REPO, free_port, run_cli, run_main
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.2", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(args: list[str], tmp: str) -> subprocess.Popen[bytes]:
@@ -58,7 +52,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
     monkeypatch.setenv("GEOWEAVE_RAY_NODE_IP", "127.0.0.2")
-    port = _free_port()
+    port = free_port("127.0.0.2")
     address = f"127.0.0.2:{port}"
     tmp = os.environ["RAY_TMPDIR"] + "c"
     head = _start(["--head", "--node-ip-address=127.0.0.2", f"--port={port}"], tmp)
@@ -91,7 +85,7 @@ def test_build_on_an_existing_two_node_cluster(cluster: str, tmp_path: Path) -> 
 def test_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
     res = run_cli(
         "run", str(REPO / "examples/sf-bay.yaml"), "-o", str(tmp_path / "o"),
-        "--ray-address", f"127.0.0.2:{_free_port()}",
+        "--ray-address", f"127.0.0.2:{free_port('127.0.0.2')}",
     )  # fmt: skip
     assert res.returncode == 2
     assert "cannot connect to the Ray cluster" in res.stderr
@@ -103,7 +97,6 @@ def test_address_that_answers_but_is_not_ray_is_a_clear_error(tmp_path: Path, se
     """An HTTP server (the dashboard's port by mistake), or a port that accepts and says
     nothing: refused within seconds instead of ray.init retrying forever."""
     import http.server
-    import socket
     import threading
     import time
 

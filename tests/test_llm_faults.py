@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from geoweave.captioning.backends import LLMOptions
 from geoweave.captioning.llm import LLMCaptioner
 from geoweave.errors import ShardError
 from geoweave.protocols import TileDescription
+from tests.conftest import free_port
 
 GOOD = {"choices": [{"message": {"role": "assistant", "content": "A road."}}], "usage": {}}
 QA = [
@@ -107,9 +107,7 @@ def test_stand_in_malformed_stalled_or_failing_replies_fail_each_tile(
 
 
 def test_a_server_that_is_down_fails_the_shard_for_a_later_retry(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(ShardError, match="the LLM endpoint is unavailable"):
         _captioner(f"http://127.0.0.1:{port}/v1", tmp_path).caption(TILES)
 
@@ -183,9 +181,7 @@ def test_fallback_templates_when_the_server_is_down_gives_template_text_with_a_n
     from geoweave.captioning.questions import TemplateQA, TemplateQAOptions
     from geoweave.captioning.templates import TemplateCaptioner
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     (caps,) = _captioner(url, tmp_path, fallback="templates").caption(FOREST)
     assert [c["text"] for c in caps] == [  # type: ignore[union-attr]
         c["text"] for c in TemplateCaptioner().caption_one(FOREST[0])
