@@ -148,6 +148,8 @@ CONTENT_SECTIONS = (
     "filters",
     "plugins",
 )
+# Content sections hashed only while enabled, so a folder built before they existed resumes.
+OPTIONAL_SECTIONS = ("splits",)
 
 
 def content_fingerprint(recipe: Recipe) -> dict[str, str]:
@@ -160,7 +162,8 @@ def _fingerprint(data: dict[str, Any]) -> dict[str, str]:
     data = dict(data)
     data["output_formats"] = data["output"]["formats"]
     data["output_jpeg_quality"] = data["output"]["jpeg_quality"]
-    keys = (*CONTENT_SECTIONS, "output_formats", "output_jpeg_quality")
+    keys = [*CONTENT_SECTIONS, "output_formats", "output_jpeg_quality"]
+    keys += [k for k in OPTIONAL_SECTIONS if (data.get(k) or {}).get("enabled")]
     return {
         k: hashlib.sha256(json.dumps(data[k], sort_keys=True).encode()).hexdigest() for k in keys
     }
@@ -210,7 +213,8 @@ _HINT = "use another --output folder, or delete this one to rebuild"
 
 
 def _compare_content(out_dir: Path, before: dict[str, str], now: dict[str, str]) -> None:
-    changed = sorted(k for k in now if before.get(k) != now[k])
+    compared = [*now, *(k for k in OPTIONAL_SECTIONS if k in before and k not in now)]
+    changed = sorted(k for k in compared if before.get(k) != now.get(k))
     if changed:
         raise FatalError(
             f"{out_dir} was built from a recipe that differs in {', '.join(changed)}; "

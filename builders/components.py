@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from geoweave.captioning import llm, llm_qa, questions, templates
-from geoweave.manifests import passes
+from geoweave.manifests import dedup, passes, same_ground
 from geoweave.qa import faithfulness, filters, qa_check
 from geoweave.sources import imagery, vector
 
@@ -18,4 +18,6 @@ BUILT_IN = (
     faithfulness,
     qa_check,
     passes,
+    dedup,
+    same_ground,
 )

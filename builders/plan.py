@@ -14,6 +14,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from geoweave.builders.recipe import Recipe
+from geoweave.builders.splits import with_splits
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
 from geoweave.record import is_upsampled
@@ -106,4 +107,6 @@ def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
             ]  # fmt: skip
     if not tiles:
         raise FatalError("the area holds no tiles: check area.bbox / area.geojson and the imagery")
+    if recipe.splits.enabled:
+        tiles = with_splits(tiles, recipe.splits, recipe.seed)
     return Plan(tuple(tiles), num_shards=(len(tiles) + per - 1) // per, per_shard=per)

@@ -119,6 +119,41 @@ class TilesConfig(_Strict):
         return sorted(set(v))
 
 
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class SplitsConfig(_Strict):
+    """Spatially disjoint train / val / test splits, assigned at plan time by blocks of a
+    coarse grid (``geoweave.builders.splits``)."""
+
+    enabled: bool = Field(False, description="assign every planned tile a split")
+    fractions: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
+        description="split name (train, val, test) -> share of the blocks; sums to 1",
+    )
+    block_m: float = Field(
+        5000.0, gt=0, description="side of a square block of the grid CRS, in metres"
+    )
+    buffer_m: float | None = Field(
+        None,
+        ge=0,
+        description="tiles this near a tile of a higher-priority split are in none "
+        "('buffer'); default: the largest tile ground size (size_px * max gsd_m)",
+    )
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(SPLIT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown split {unknown}: the names are {', '.join(SPLIT_NAMES)}")
+        if any(f <= 0 for f in v.values()):
+            raise ValueError(f"every fraction must be > 0: {v}")
+        if abs(sum(v.values()) - 1) > 1e-6:
+            raise ValueError(f"the fractions must sum to 1, not {sum(v.values()):g}: {v}")
+        return v
+
+
 class LandCoverConfig(_Strict):
     path: Path
     legend: str = Field("esa_worldcover", description="a shipped legend name or a CSV path")
@@ -174,7 +209,7 @@ DEFAULT_FILTERS = (
     "qa_check_v1",
 )
 # Corpus passes after the shards; the summary reads statistics_v1, so it is always on.
-DEFAULT_PASSES = ("statistics_v1",)
+DEFAULT_PASSES = ("statistics_v1", "near_duplicates_v1", "same_ground_v1")
 REQUIRED_PASSES = ("statistics_v1",)
 
 
@@ -237,6 +272,7 @@ class Recipe(_Strict):
     area: AreaConfig = AreaConfig()
     imagery: list[ImageryConfig] = Field(min_length=1)
     tiles: TilesConfig = TilesConfig()
+    splits: SplitsConfig = SplitsConfig()
     labels: LabelsConfig = LabelsConfig()
     captions: CaptionsConfig = CaptionsConfig()
     questions: QuestionsConfig = QuestionsConfig()

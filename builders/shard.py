@@ -28,6 +28,7 @@ from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfi
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import ShardError
 from geoweave.protocols import ClassRaster, Filter, ImagerySource, TileDescription
+from geoweave.qa.image_hash import image_hashes
 from geoweave.record import Sample, is_upsampled
 from geoweave.registry import (
     CAPTIONERS,
@@ -269,6 +270,7 @@ class ShardPipeline:
     def _encode(self, s: Sample) -> None:
         cfg, _ = self.imagery[s.tile.source]
         s.jpeg = encode_jpeg(s.rgb, self.recipe.output.jpeg_quality)
+        s.phash, s.dhash = image_hashes(s.rgb)  # for the near-duplicate pass
         if cfg.keep_bands:
             s.bands_tif = encode_geotiff(s.data, s.tile)
         s.drop_pixels()

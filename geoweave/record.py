@@ -87,6 +87,8 @@ class Sample:
     bands_tif: bytes | None = None
     jpeg: bytes | None = None
     nodata_fraction: float = 0.0
+    phash: int | None = None  # perceptual hashes of the image (qa/image_hash.py)
+    dhash: int | None = None
     osm: list[LabelElement] = field(default_factory=list)
     landcover: dict[str, float] = field(default_factory=dict)
     captions: list[Caption] = field(default_factory=list)
@@ -205,6 +207,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("size_px", _fixed(pa.int32()), lambda s: s.tile.size_px),
     Column("native_gsd_m", _fixed(pa.float64()), lambda s: s.native_gsd_m),
     Column("upsampled", _fixed(pa.bool_()), lambda s: s.upsampled),
+    Column("split", _fixed(pa.string()), lambda s: s.tile.split),
     Column(
         "bbox",
         _fixed(pa.struct([(k, pa.float64()) for k in ("west", "south", "east", "north")])),
@@ -217,6 +220,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("captions", lambda m: pa.list_(struct_of(Caption, m)), lambda s: s.captions),
     Column("qa", lambda m: pa.list_(struct_of(QAPair, m)), lambda s: s.qa),
     Column("scores", _float_map, lambda s: s.scores, json_map=True),
+    Column("phash", _fixed(pa.int64()), lambda s: s.phash),
+    Column("dhash", _fixed(pa.int64()), lambda s: s.dhash),
     Column("license", _fixed(pa.string()), lambda s: s.license),
     Column("caption", _fixed(pa.string()), lambda s: s.captions[0]["text"] if s.captions else None),
 )

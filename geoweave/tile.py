@@ -19,7 +19,8 @@ class Tile:
     """One planned tile: a grid cell at one GSD over one imagery source.
 
     ``item`` is what the imagery source chose for the tile at plan time (a file, a STAC item, a
-    scene id); ``plan_reject`` is set when the plan already knows the tile has no imagery.
+    scene id); ``plan_reject`` is set when the plan already knows the tile has no imagery;
+    ``split`` is its train / val / test / buffer split when the recipe asks for splits.
     """
 
     key: str
@@ -32,6 +33,7 @@ class Tile:
     shard: int = -1
     plan_reject: str | None = None
     item: str | None = None
+    split: str | None = None
 
     @property
     def ground_m(self) -> float:

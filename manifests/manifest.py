@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from geoweave.files import atomic_path, crash_point, replace_durably
 from geoweave.manifests.passes import overlays
@@ -41,7 +42,7 @@ INSERT INTO samples BY NAME
 SELECT p.key, p.shard::INTEGER AS shard, 'failed' AS status,
        CASE WHEN p.shard IN (SELECT shard FROM shards WHERE status = 'failed')
             THEN 'shard_failed' ELSE 'not_built' END AS reject_reason,
-       p.source, p.crs, p.gsd_m, p.size_px::INTEGER AS size_px
+       p.source, p.crs, p.gsd_m, p.size_px::INTEGER AS size_px{split}
 FROM read_parquet(?) p ANTI JOIN samples s ON s.key = p.key
 """
 
@@ -185,7 +186,11 @@ class ManifestBuilder:
         if not paths:
             return
         stamps = {p: _stamp(p) for p in paths}
-        self._connect().execute("INSERT INTO samples SELECT * FROM read_parquet(?)", [paths])
+        # By name: a sidecar written by an older geoweave (fewer columns) loads with nulls.
+        self._connect().execute(
+            "INSERT INTO samples BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
+            [paths],
+        )
         self._loaded.update(stamps)
 
     def _join(self) -> None:
@@ -251,7 +256,29 @@ def _write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> N
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_src")
         con.unregister(f"{table}_src")
     if (out_dir / PLAN).exists():
-        con.execute(MISSING_FROM_PLAN, [str(out_dir / PLAN)])
+        has_split = "split" in pq.read_schema(out_dir / PLAN).names  # plans before splits: none
+        sql = MISSING_FROM_PLAN.format(split=", p.split" if has_split else "")
+        con.execute(sql, [str(out_dir / PLAN)])
     con.execute(REJECTS_VIEW)
     for table, path in overlays(out_dir).items():
         con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(path)])
+        _apply_rejections(con, table)
+
+
+def _apply_rejections(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """A pass overlay with ``key`` and ``reject_reason`` columns (near-duplicates) rejects
+    those kept samples in the manifest, ``rejected_by`` the pass; the funnel gets its row."""
+    columns = {row[0] for row in con.execute(f'DESCRIBE "{table}"').fetchall()}
+    if not {"key", "reject_reason"} <= columns:
+        return
+    result = con.execute(
+        f"""UPDATE samples SET status = 'rejected', reject_reason = o.reject_reason,
+            rejected_by = ? FROM "{table}" o
+        WHERE samples.key = o.key AND samples.status = 'kept' AND o.reject_reason IS NOT NULL""",
+        [table],
+    ).fetchone()
+    con.execute(
+        """INSERT INTO funnel SELECT (SELECT coalesce(max(position) + 1, 0) FROM funnel), ?, ?,
+            (SELECT count(*) FROM samples WHERE status = 'kept')""",
+        [table, int(result[0]) if result else 0],
+    )

@@ -9,15 +9,11 @@ from geoweave.manifests.query import open_manifest
 
 
 def summarise(out_dir: str) -> dict[str, Any]:
-    """Counts for the summary: from the statistics pass, the funnel and the shards table."""
+    """Counts for the summary: from the samples, funnel and shards tables."""
     con = open_manifest(out_dir)
     try:
-        status = dict(
-            con.execute("SELECT status, sum(tiles) FROM statistics_v1 GROUP BY 1").fetchall()
-        )
-        failed = con.execute("SELECT count(*) FROM samples WHERE status = 'failed'").fetchone()
-        if failed and failed[0]:
-            status["failed"] = failed[0]
+        # From the samples table: corpus passes (near-duplicates) may have rejected more.
+        status = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY 1").fetchall())
         reasons = con.execute(
             "SELECT reject_reason, count(*) n FROM samples WHERE status <> 'kept' GROUP BY 1 ORDER BY n DESC"
         ).fetchall()
@@ -28,8 +24,11 @@ def summarise(out_dir: str) -> dict[str, Any]:
             "SELECT count(*), count(*) FILTER (status = 'complete'), coalesce(sum(bytes), 0) FROM shards"
         ).fetchone()
         by_gsd = con.execute(
-            "SELECT gsd_m, sum(tiles) FILTER (status = 'kept') FROM statistics_v1 "
-            "GROUP BY 1 ORDER BY 1"
+            "SELECT gsd_m, count(*) FILTER (status = 'kept') FROM samples GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        splits = con.execute(
+            "SELECT split, count(*) FROM samples WHERE status = 'kept' AND split IS NOT NULL "
+            "GROUP BY 1 ORDER BY array_position(['train', 'val', 'test', 'buffer'], split)"
         ).fetchall()
     finally:
         con.close()
@@ -37,7 +36,8 @@ def summarise(out_dir: str) -> dict[str, Any]:
     by_gsd = [(g, int(n or 0)) for g, n in by_gsd]
     status = {k: int(v) for k, v in status.items()}
     return {"status": status, "reasons": reasons, "funnel": funnel, "shards": shards} | {
-        "by_gsd": by_gsd
+        "by_gsd": by_gsd,
+        "splits": splits,
     }
 
 
@@ -52,6 +52,8 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
     out.write(f"  rejected        {planned - s['status'].get('kept', 0)}\n")
     for reason, n in s["reasons"]:
         out.write(f"    {reason:28s}{n}\n")
+    if s["splits"]:
+        out.write("  splits          " + ", ".join(f"{n} {c}" for n, c in s["splits"]) + "\n")
     if s["funnel"]:
         out.write("  funnel          " + ", ".join(f"{st} -{n}" for st, n in s["funnel"]) + "\n")
     out.write(

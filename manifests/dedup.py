@@ -1,0 +1,156 @@
+"""Near-duplicate images across the whole corpus (corpus pass ``near_duplicates_v1``).
+
+Every kept sample's sidecar row carries two 64-bit perceptual hashes (``qa/image_hash.py``).
+Two samples are near-duplicates when their pHash differ in at most ``max_phash_distance``
+bits and their dHash in at most ``max_dhash_distance`` bits.
+
+No pair is compared unless it can match (multi-index hashing, all in DuckDB): the pHash is cut
+into 4 bands of 16 bits. Two hashes within distance r <= 11 have, by the pigeonhole
+principle, a band that differs in at most t = r // 4 bits; so each band value is expanded to
+every value within t bits of it (1, 17 or 137 values) and joined on equal (band, value). The
+full distances of those candidates are then computed (``bit_count(xor(a, b))``).
+
+Near-duplicate pairs are grouped (connected components). Each group keeps one sample: the one
+with the most label elements (the most text to learn from), then the smallest key. The
+others get ``duplicate_of`` (the kept key) and their distances to it; with ``action: reject``
+(the default) the manifest marks them rejected, reason ``near_duplicate``. The shard files are
+not rewritten.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from geoweave.protocols import PassInput
+from geoweave.registry import CORPUS_PASSES
+
+log = logging.getLogger("geoweave")
+
+BANDS, BAND_BITS = 4, 16
+REASON = "near_duplicate"
+SCHEMA = pa.schema(
+    [("key", pa.string()), ("duplicate_of", pa.string()), ("group_size", pa.int64())]
+    + [("phash_distance", pa.int32()), ("dhash_distance", pa.int32())]
+    + [("reject_reason", pa.string())]
+)
+
+
+class DedupOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_phash_distance: int = Field(7, ge=0, le=11, description="bits of 64")
+    max_dhash_distance: int = Field(10, ge=0, le=64, description="bits of 64")
+    action: Literal["reject", "flag"] = Field(
+        "reject", description="reject: the manifest rejects all but one of a group"
+    )
+
+
+@functools.cache
+def masks(bits: int, within: int) -> np.ndarray:
+    """Every ``bits``-bit mask with at most ``within`` bits set."""
+    values = np.arange(2**bits, dtype=np.int64)
+    ones = np.array([int(v).bit_count() for v in values])
+    return values[ones <= within]
+
+
+def near_pairs(con: duckdb.DuckDBPyConnection, opts: DedupOptions) -> pa.Table:
+    """(a, b, dp, dd) for every near-duplicate pair of table ``h(id, phash, dhash)``, a < b.
+    One band at a time, so the expanded band values of only one band are held at once."""
+    flips = masks(BAND_BITS, opts.max_phash_distance // BANDS)
+    con.register("flips", pa.table({"m": flips}))
+    con.execute("CREATE TEMP TABLE candidates (a BIGINT, b BIGINT)")
+    for band in range(BANDS):
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE band AS
+            SELECT id, (phash >> {BAND_BITS * band}) & {2**BAND_BITS - 1} AS v FROM h"""
+        )
+        con.execute(
+            """INSERT INTO candidates SELECT x.id, y.id
+            FROM (SELECT id, xor(v, m) AS v FROM band, flips) x
+            JOIN band y ON x.v = y.v AND x.id < y.id"""
+        )
+    return con.execute(
+        """SELECT a, b, bit_count(xor(ha.phash, hb.phash)) AS dp,
+               bit_count(xor(ha.dhash, hb.dhash)) AS dd
+        FROM (SELECT DISTINCT a, b FROM candidates) JOIN h ha ON ha.id = a JOIN h hb ON hb.id = b
+        WHERE dp <= ? AND dd <= ?""",
+        [opts.max_phash_distance, opts.max_dhash_distance],
+    ).to_arrow_table()
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The group (its smallest member) of each of ``n`` items linked by pairs (union-find)."""
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return int(i)
+
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        rx, ry = root(x), root(y)
+        if rx != ry:
+            parent[max(rx, ry)] = min(rx, ry)
+    return np.array([root(i) for i in range(n)])
+
+
+def _distance(x: int, y: int) -> int:
+    return ((x ^ y) & (2**64 - 1)).bit_count()
+
+
+@CORPUS_PASSES.add("near_duplicates_v1")
+class NearDuplicatesPass:
+    name = "near_duplicates_v1"
+    Options = DedupOptions
+
+    def __init__(self, opts: DedupOptions | None = None) -> None:
+        self.opts = opts or DedupOptions()
+
+    def run(self, inputs: PassInput) -> pa.Table:
+        if not inputs.sidecars:
+            return SCHEMA.empty_table()
+        con = duckdb.connect()
+        try:
+            con.execute(
+                """CREATE TEMP TABLE h AS
+                SELECT (row_number() OVER (ORDER BY key) - 1)::BIGINT AS id, key, phash,
+                       dhash, len(osm) AS labels
+                FROM read_parquet(?, union_by_name = true)
+                WHERE status = 'kept' AND phash IS NOT NULL""",
+                [list(inputs.sidecars)],
+            )
+            pairs = near_pairs(con, self.opts)
+            rows = con.execute("SELECT key, phash, dhash, labels FROM h ORDER BY id").fetchall()
+        finally:
+            con.close()
+        return self._groups(rows, pairs)
+
+    def _groups(self, rows: list[tuple[Any, ...]], pairs: pa.Table) -> pa.Table:
+        if pairs.num_rows == 0:
+            return SCHEMA.empty_table()
+        a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+        group = components(len(rows), a, b)
+        members: dict[int, list[int]] = {}
+        for i in np.unique(np.concatenate([a, b])).tolist():
+            members.setdefault(int(group[i]), []).append(i)
+        out = []
+        reason = REASON if self.opts.action == "reject" else None
+        for ids in members.values():
+            keep = min(ids, key=lambda i: (-rows[i][3], i))  # most labels, then smallest key
+            for i in ids:
+                if i != keep:
+                    out.append({"key": rows[i][0], "duplicate_of": rows[keep][0],
+                                "group_size": len(ids),
+                                "phash_distance": _distance(rows[i][1], rows[keep][1]),
+                                "dhash_distance": _distance(rows[i][2], rows[keep][2]),
+                                "reject_reason": reason})  # fmt: skip
+        log.info("near duplicates: %d groups, %d samples marked", len(members), len(out))
+        return pa.Table.from_pylist(out, schema=SCHEMA)
