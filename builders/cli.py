@@ -18,6 +18,8 @@ EPILOG = """examples:
   build-dataset plan examples/sf-bay.yaml
   build-dataset query out/sf-bay "SELECT status, count(*) FROM samples GROUP BY ALL"
   build-dataset verify out/sf-bay
+  build-dataset review export out/sf-bay --sample 50 --stratify-by gsd
+  build-dataset review import out/sf-bay
 """
 
 
@@ -84,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("out", help="output folder of a build (or its manifest.duckdb)")
     q.add_argument("sql", help='e.g. "SELECT reject_reason, count(*) FROM rejects GROUP BY 1"')
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    from geoweave.builders.review_cli import add_parser
+
+    add_parser(sub)
     return p
 
 
@@ -124,6 +129,10 @@ def _command(args: argparse.Namespace) -> int:
         cols, rows = run_query(args.out, args.sql)
         format_rows(cols, rows, args.format)
         return 0
+    if args.command == "review":
+        from geoweave.builders.review_cli import review_command
+
+        return review_command(args)
     if args.command == "verify":
         from geoweave.builders.verify import verify_command
 

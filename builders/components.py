@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from geoweave.captioning import llm, llm_qa, questions, templates
-from geoweave.manifests import dedup, passes, same_ground
-from geoweave.qa import faithfulness, filters, qa_check
+from geoweave.manifests import dedup, passes, same_ground, shared_captions
+from geoweave.qa import faithfulness, filters, image_quality, qa_check, text_quality
 from geoweave.sources import imagery, vector
 
 BUILT_IN = (
@@ -15,9 +15,12 @@ BUILT_IN = (
     llm_qa,
     questions,
     filters,
+    image_quality,
     faithfulness,
     qa_check,
+    text_quality,
     passes,
     dedup,
     same_ground,
+    shared_captions,
 )

@@ -27,6 +27,7 @@ NO_COVERAGE = "no_imagery_coverage"
 # Shards take tiles in strips this many rows tall, so a shard is a compact patch of ground
 # and reads few label partitions.
 STRIP_ROWS = 8
+CLIPPED_WARNING = 0.5  # the plan warns when a source's stretch clips more of its pixels
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,21 @@ def _covered(area: BaseGeometry, src: ImagerySource) -> BaseGeometry:
     return covered
 
 
+def warn_clipping(src: ImagerySource) -> None:
+    """Warn when the source's 8-bit stretch clips most of its pixels (``scale: none`` on a
+    uint16 source, say): its tiles would be flat white or black. A source that can tell has a
+    ``clipped_fraction()`` (the geotiff source: a bounded sample); others are not checked."""
+    measure = getattr(src, "clipped_fraction", None)
+    share = measure() if callable(measure) else None
+    if share is not None and share > CLIPPED_WARNING:
+        log.warning(
+            "imagery %s: its 8-bit stretch (imagery[].scale) clips %.0f%% of the pixels to 0 "
+            "or 255 (the band with most); its tiles will be saturated (saturation_v1 rejects "
+            "them): give scale: auto or the source's value range as [min, max]",
+            src.name, 100 * share,
+        )  # fmt: skip
+
+
 def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
     """Every tile of every source and GSD over the area, assigned to shards."""
     area = area_geometry(recipe, sources)
@@ -81,6 +97,7 @@ def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
     tiles: list[Tile] = []
     crs = grid_crs_for(area, recipe.tiles.grid_crs)  # one grid for every source
     for src in sources:
+        warn_clipping(src)
         covered = _covered(area, src)
         for gsd in recipe.tiles.gsd_m:
             if is_upsampled(gsd, src.res_m):

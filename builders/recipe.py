@@ -205,11 +205,16 @@ DEFAULT_FILTERS = (
     "nodata_v1",
     "low_variance_v1",
     "min_labels_v1",
+    "cloud_v1",
+    "saturation_v1",
     "faithfulness_v1",
     "qa_check_v1",
+    "caption_length_v1",
+    "repetition_v1",
+    "garbage_text_v1",
 )
 # Corpus passes after the shards; the summary reads statistics_v1, so it is always on.
-DEFAULT_PASSES = ("statistics_v1", "near_duplicates_v1", "same_ground_v1")
+DEFAULT_PASSES = ("statistics_v1", "near_duplicates_v1", "same_ground_v1", "shared_captions_v1")
 REQUIRED_PASSES = ("statistics_v1",)
 
 

@@ -263,6 +263,9 @@ def _write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> N
     for table, path in overlays(out_dir).items():
         con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(path)])
         _apply_rejections(con, table)
+    from geoweave.manifests.reviews import apply as apply_reviews
+
+    apply_reviews(con, out_dir)  # human reviews imported from Label Studio, if any
 
 
 def _apply_rejections(con: duckdb.DuckDBPyConnection, table: str) -> None:

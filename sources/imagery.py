@@ -29,7 +29,12 @@ from geoweave.errors import FatalError
 from geoweave.protocols import TileImage
 from geoweave.registry import IMAGERY_SOURCES
 from geoweave.sources.grid import split_antimeridian, transform_geom
-from geoweave.sources.rasters import check_readable, ground_resolution, percentile_stretch
+from geoweave.sources.rasters import (
+    check_readable,
+    clipped_share,
+    ground_resolution,
+    percentile_stretch,
+)
 from geoweave.sources.warp import (
     Block,
     blocks_of,
@@ -198,6 +203,16 @@ class GeoTiffSource:
         if scale == "none" or (scale == "auto" and self.dtype == "uint8"):
             return np.zeros(n), np.full(n, 255.0)
         return percentile_stretch(self.ds, self.bands, self.nodata_override)
+
+    def clipped_fraction(self) -> float | None:
+        """The share of the source's valid pixels its 8-bit stretch clips to 0 or 255 (the
+        band with most; None: unknown), for the plan's warning, from the bounded sample the
+        ``auto`` stretch reads. An 8-bit source under the identity stretch clips nothing (no
+        read)."""
+        lo, hi = self.stretch
+        if self.dtype == "uint8" and (lo <= 0).all() and (hi >= 255).all():
+            return 0.0
+        return clipped_share(self.ds, self.bands, lo, hi, self.nodata_override)
 
     def footprint(self) -> BaseGeometry:
         """The raster's outline in lon/lat, split at the antimeridian if it crosses it."""

@@ -134,6 +134,27 @@ def percentile_stretch(
     return lo, np.maximum(hi, lo + min_span(ds.dtypes[0], lo, hi))
 
 
+def clipped_share(
+    ds: rasterio.DatasetReader,
+    bands: list[int],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    nodata: float | None,
+) -> float | None:
+    """The largest share, over ``bands``, of valid pixels outside ``[lo, hi]``: those the 8-bit
+    stretch clips to 0 or 255. From the stretch's own bounded sample (the smallest overview of
+    at least 256 px, else at most 64 seeded blocks), never a full read; None when it cannot be
+    read (a damaged overview: the build rejects only the tiles it cannot read)."""
+    try:
+        values = _sample(ds, bands, nodata)
+    except RasterioError:
+        return None
+    shares = [
+        np.count_nonzero((v < lo[i]) | (v > hi[i])) / v.size for i, v in enumerate(values) if v.size
+    ]
+    return float(max(shares, default=0.0))
+
+
 def min_span(dtype: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The narrowest stretch range: one count for integer imagery (a flat band stays flat);
     for float imagery (reflectance in 0..1, say) a millionth of the values' magnitude, so a

@@ -54,6 +54,7 @@ def test_a_plugin_pass_from_the_recipe_lands_in_the_manifest(tmp_path: Path) -> 
     import yaml
 
     from geoweave.builders.build import prepare
+    from geoweave.builders.recipe import DEFAULT_PASSES
     from geoweave.builders.recipe_files import load_recipe
     from geoweave.builders.shard import run_shard
     from geoweave.manifests.manifest import write_manifest
@@ -72,12 +73,13 @@ def test_a_plugin_pass_from_the_recipe_lands_in_the_manifest(tmp_path: Path) -> 
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     r = load_recipe(tmp_path / "r.yaml")
-    assert list(r.passes) == ["statistics_v1", "caption_words_test"]
+    defaults = list(DEFAULT_PASSES)
+    assert list(r.passes) == [*defaults, "caption_words_test"]
     out = tmp_path / "out"
     ctx, plan, _ = prepare(r, out)
     out.mkdir()
     run_shard(ctx, 0, plan.shard_tiles(0))
-    assert run_passes(out, "ps", list(r.passes.items())) == ["statistics_v1", "caption_words_test"]
+    assert run_passes(out, "ps", list(r.passes.items())) == [*defaults, "caption_words_test"]
     write_manifest(out, "ps")
     con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
     (gsd, samples, words) = con.execute("FROM caption_words_test").fetchone()

@@ -47,7 +47,9 @@ def _recipe(tmp_path: Path, **filters: object) -> Path:
 def test_example_filter_runs_from_a_recipe_with_its_name_in_the_funnel(tmp_path: Path) -> None:
     recipe = load_recipe(_recipe(tmp_path, max_dark_fraction_v1={"max_fraction": 0.5}))
     assert list(recipe.filters) == [
-        "nodata_v1", "low_variance_v1", "faithfulness_v1", "qa_check_v1", "max_dark_fraction_v1"
+        "nodata_v1", "low_variance_v1", "cloud_v1", "saturation_v1", "faithfulness_v1",
+        "qa_check_v1", "caption_length_v1", "repetition_v1", "garbage_text_v1",
+        "max_dark_fraction_v1",
     ]  # fmt: skip
     ctx, plan, _ = prepare(recipe, tmp_path / "out")
     (tmp_path / "out").mkdir()

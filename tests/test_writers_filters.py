@@ -137,7 +137,10 @@ def test_recipe_filters_merge_over_the_defaults_in_order(tmp_path: Path) -> None
         "filters: {low_variance_v1: false, min_labels_v1: {min_labels: 3}}\n"
     )
     r = load_recipe(path)
-    assert list(r.filters) == ["nodata_v1", "min_labels_v1", "faithfulness_v1", "qa_check_v1"]
+    assert list(r.filters) == [
+        "nodata_v1", "min_labels_v1", "cloud_v1", "saturation_v1", "faithfulness_v1",
+        "qa_check_v1", "caption_length_v1", "repetition_v1", "garbage_text_v1",
+    ]  # fmt: skip
     assert r.filters["min_labels_v1"] == {"min_labels": 3}
     assert r.filters["nodata_v1"] == {"max_fraction": 0.2}  # defaults filled in
 

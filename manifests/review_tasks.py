@@ -1,0 +1,167 @@
+"""Review tasks for Label Studio: which samples to review, and each one as a task.
+
+A task shows the image (a ``data:image/jpeg;base64`` URI, so a stock Label Studio server
+needs no access to the output folder), the sample's captions and QA pairs as editable text
+(one line per caption; ``Q: ... || A: ...`` per pair), an accept / reject choice and issue
+tags. The generated text is also attached as a *prediction*, so the editor opens pre-filled
+and the reviewer edits in place. ``LABEL_CONFIG`` is the project's labelling config.
+
+The sample is stratified: the kept samples matching ``where`` are grouped by the
+``stratify_by`` columns, each group gets a share of ``n`` in proportion to its size (at least
+one while ``n`` allows), and within a group samples are taken in the order of a seeded hash
+of their key: the same seed picks the same samples.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from geoweave.errors import FatalError
+from geoweave.manifests.query import open_manifest, read_only_statements
+from geoweave.manifests.reviews import QA_SEP
+
+ISSUES = ("hallucination", "wrong count", "bad image", "other")
+STRATA = {  # --stratify-by names -> SQL over the samples table
+    "captioner": "captions[1].captioner",
+    "prompt_version": "captions[1].prompt_version",
+    "gsd": "gsd_m",
+    "source": "source",
+    "split": "split",
+    "upsampled": "upsampled",
+}
+LABEL_CONFIG = f"""<View>
+  <Header value="$key"/>
+  <Image name="image" value="$image" zoom="true"/>
+  <Header value="Captions (one per line; edit in place)"/>
+  <TextArea name="captions" toName="image" editable="true" rows="4" maxSubmissions="1"/>
+  <Header value="Question-answer pairs (Q: ... || A: ...)"/>
+  <TextArea name="qa" toName="image" editable="true" rows="4" maxSubmissions="1"/>
+  <Choices name="verdict" toName="image" choice="single" required="true">
+    <Choice value="accept"/>
+    <Choice value="reject"/>
+  </Choices>
+  <Choices name="issues" toName="image" choice="multiple">
+{chr(10).join(f'    <Choice value="{i}"/>' for i in ISSUES)}
+  </Choices>
+</View>"""
+
+
+class ReviewError(ValueError):
+    """Bad input to a review command (a bad column, an empty selection); exit 2."""
+
+
+def choose(
+    out_dir: Path, n: int, stratify_by: list[str], where: str | None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """The kept samples to review (key, shard, captions, qa, strata), stratified."""
+    unknown = sorted(set(stratify_by) - set(STRATA))
+    if unknown:
+        raise ReviewError(f"--stratify-by {', '.join(unknown)}: choose from {', '.join(STRATA)}")
+    strata = [f"{STRATA[s]} AS stratum_{s}" for s in stratify_by] or ["NULL AS stratum_all"]
+    sql = f"""SELECT key, shard, captions, qa, {", ".join(strata)},
+                     hash(key || ?) AS draw
+              FROM samples WHERE status = 'kept' AND ({where or "true"})"""
+    try:
+        statements = read_only_statements(sql)
+    except FatalError as e:
+        raise ReviewError(f"--where {where!r}: {str(e).splitlines()[0]}") from None
+    if len(statements) != 1:  # a ';' in --where would start another statement
+        raise ReviewError(f'--where {where!r}: give one SQL condition, e.g. "gsd_m = 30"')
+    con = open_manifest(str(out_dir))
+    try:
+        cur = con.execute(sql, [str(seed)])
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    except duckdb.Error as e:
+        raise ReviewError(f"--where {where!r}: {str(e).splitlines()[0]}") from None
+    finally:
+        con.close()
+    if not rows:
+        raise ReviewError(
+            f"no kept sample matches --where {where!r}" if where else "no kept sample"
+        )
+    return _stratified(rows, n)
+
+
+def _stratified(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(v for k, v in r.items() if k.startswith("stratum_")), []).append(r)
+    n = min(n, len(rows))
+    share = {g: max(1, round(n * len(m) / len(rows))) for g, m in groups.items()}
+    while sum(share.values()) > n:  # the rounding gave too many: take from the largest
+        biggest = max(share, key=lambda g: (share[g], str(g)))
+        share[biggest] -= 1
+    while sum(share.values()) < n:  # too few: give to the group with most left over
+        g = max(groups, key=lambda g: (len(groups[g]) - share[g], str(g)))
+        share[g] += 1
+    out = []
+    for g in sorted(groups, key=str):
+        out += sorted(groups[g], key=lambda r: r["draw"])[: share[g]]
+    return sorted(out, key=lambda r: r["key"])
+
+
+def jpegs(out_dir: Path, name: str, samples: Iterable[dict[str, Any]]) -> dict[str, bytes]:
+    """The JPEG of each sample, from its shard's Parquet file when there is one, else its tar."""
+    by_shard: dict[int, set[str]] = {}
+    for s in samples:
+        by_shard.setdefault(int(s["shard"]), set()).add(s["key"])
+    out: dict[str, bytes] = {}
+    for shard, keys in by_shard.items():
+        stem = out_dir / f"{name}-{shard:06d}"
+        if stem.with_suffix(".parquet").exists():
+            con = duckdb.connect()
+            rows = con.execute(
+                "SELECT key, jpg FROM read_parquet(?) WHERE list_contains(?, key)",
+                [str(stem.with_suffix(".parquet")), sorted(keys)],
+            ).fetchall()
+            con.close()
+            out.update({k: bytes(v) for k, v in rows})
+        elif stem.with_suffix(".tar").exists():
+            with tarfile.open(stem.with_suffix(".tar")) as tar:
+                for member in tar:
+                    key = member.name.removesuffix(".jpg")
+                    if member.name.endswith(".jpg") and key in keys:
+                        f = tar.extractfile(member)
+                        out[key] = f.read() if f else b""
+    return out
+
+
+def qa_line(pair: dict[str, Any]) -> str:
+    return f"Q: {pair['question']}{QA_SEP}{pair['answer']}"
+
+
+def task(sample: dict[str, Any], jpeg: bytes, model_version: str) -> dict[str, Any]:
+    """One Label Studio task (data + a prediction holding the generated text)."""
+    captions = [c["text"] for c in sample["captions"] or []]
+    qa = [qa_line(p) for p in sample["qa"] or []]
+    image = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    result = [_text("captions", captions), _text("qa", qa)]
+    return {
+        "data": {"key": sample["key"], "image": image, "shard": int(sample["shard"]),
+                 "generated": json.dumps({"captions": captions, "qa": qa})},
+        "predictions": [{"model_version": model_version, "result": [r for r in result if r]}],
+    }  # fmt: skip
+
+
+def _text(name: str, lines: list[str]) -> dict[str, Any] | None:
+    if not lines:
+        return None
+    return {"from_name": name, "to_name": "image", "type": "textarea", "value": {"text": lines}}
+
+
+def write_tasks(path: Path, tasks: list[dict[str, Any]]) -> None:
+    """The tasks as a JSON file for Label Studio's import (through a temporary name)."""
+    from geoweave.files import write_text
+
+    buf = io.StringIO()
+    json.dump(tasks, buf, ensure_ascii=False)
+    write_text(path, buf.getvalue())

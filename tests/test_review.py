@@ -1,0 +1,165 @@
+"""The human-review round trip against a real Label Studio server on 127.0.0.1: export a
+stratified sample as tasks, annotate through the API as a reviewer would (accept, reject,
+edit), import, and check that the manifest says exactly that; then the same through files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+from tests import label_studio_server
+from tests.conftest import SF_BAY, run_cli, run_main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[label_studio_server.Server]:
+    srv = label_studio_server.start(tmp_path_factory.mktemp("label-studio"))
+    try:
+        yield srv
+    finally:
+        label_studio_server.stop(srv.proc)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real build: template captions and QA over West Oakland at 30 m and 60 m."""
+    tmp = tmp_path_factory.mktemp("review-build")
+    recipe = {
+        "name": "rev",
+        "area": {"bbox": [-122.3143, 37.8040, -122.2908, 37.8176]},
+        "imagery": [{"name": "l7", "path": str(SF_BAY / "sf_bay_landsat7_falsecolor_30m.tif"),
+                     "scale": "none"}],
+        "tiles": {"size_px": 16, "gsd_m": [30, 60]},
+        "labels": {"osm": [str(SF_BAY / "West-Oakland.osm.bz2")], "min_pixels": 1},
+        "filters": {"low_variance_v1": False},
+    }  # fmt: skip
+    (tmp / "r.yaml").write_text(yaml.safe_dump(recipe))
+    res = run_cli("run", str(tmp / "r.yaml"), "-o", str(tmp / "out"), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    return tmp / "out"
+
+
+def _sql(out: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def _result(
+    captions: list[str] | None, verdict: str, issues: list[str] = ()
+) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    out: list[dict[str, Any]] = [
+        {"from_name": "verdict", "to_name": "image", "type": "choices",
+         "value": {"choices": [verdict]}},
+    ]  # fmt: skip
+    if issues:
+        out.append({"from_name": "issues", "to_name": "image", "type": "choices",
+                    "value": {"choices": list(issues)}})  # fmt: skip
+    if captions is not None:
+        out.append({"from_name": "captions", "to_name": "image", "type": "textarea",
+                    "value": {"text": captions}})  # fmt: skip
+    return out
+
+
+def test_export_annotate_import_round_trip(
+    built: Path, server: label_studio_server.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from label_studio_sdk import LabelStudio
+
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    res = run_main("review", "export", str(out), "--sample", "6", "--stratify-by", "gsd")
+    assert res.returncode == 0, res.stderr
+    assert server.token not in res.stdout + res.stderr  # the key is never printed
+    project = json.loads((out / "_reviews" / "exports.json").read_text())[-1]["project"]
+    ls = LabelStudio(base_url=server.url, api_key=server.token)
+    tasks = sorted((t.model_dump(mode="json") for t in ls.tasks.list(project=project, fields="all")),
+                   key=lambda t: t["data"]["key"])  # fmt: skip
+    assert len(tasks) == 6
+    gsds = dict(_sql(out, "SELECT key, gsd_m FROM samples WHERE status = 'kept'"))
+    assert {gsds[t["data"]["key"]] for t in tasks} == {30.0, 60.0}  # stratified by GSD
+    for t in tasks:  # each opens with the generated text as a prediction, and its image
+        assert t["data"]["image"].startswith("data:image/jpeg;base64,")
+        lines = t["predictions"][0]["result"][0]["value"]["text"]
+        assert lines == json.loads(t["data"]["generated"])["captions"] and lines
+
+    keys = [t["data"]["key"] for t in tasks]
+    first = json.loads(tasks[2]["data"]["generated"])["captions"]
+    edited = ["A hand-written caption of this tile.", *first[1:]]
+    ls.annotations.create(id=tasks[0]["id"], result=_result(None, "accept"), project=project)
+    ls.annotations.create(id=tasks[1]["id"], result=_result(None, "reject", ["hallucination"]),
+                          project=project)  # fmt: skip
+    ls.annotations.create(id=tasks[2]["id"], result=_result(edited, "accept"), project=project)
+    res = run_main("review", "import", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "imported 3 new or changed reviews" in res.stdout
+    assert "3: 2 accepted, 1 rejected" in res.stdout
+
+    status = dict(_sql(out, "SELECT key, status FROM samples WHERE key IN (?, ?, ?, ?)", *keys[:4]))
+    assert status == {keys[0]: "kept", keys[1]: "rejected_by_review", keys[2]: "kept",
+                      keys[3]: "kept"}  # fmt: skip
+    reason = _sql(out, "SELECT reject_reason, rejected_by FROM samples WHERE key = ?", keys[1])
+    assert reason == [("review: hallucination", "review")]
+    (caps,) = _sql(out, "SELECT captions FROM samples WHERE key = ?", keys[2])[0]
+    assert [c["text"] for c in caps] == edited
+    assert caps[0]["captioner"] == "review" and caps[1]["captioner"] == "template_v1"
+    (orig,) = _sql(out, "SELECT generated_captions FROM reviews WHERE key = ?", keys[2])[0]
+    assert orig == first  # the generated text is kept
+    stats = _sql(
+        out, "SELECT value, reviewed, acceptance FROM review_stats WHERE dimension = 'captioner'"
+    )
+    assert stats == [("template_v1", 3, pytest.approx(2 / 3))]
+
+    before = _sql(out, "SELECT * FROM reviews ORDER BY key")
+    again = run_main("review", "import", str(out))  # idempotent
+    assert "imported 0 new or changed reviews (3 unchanged)" in again.stdout
+    assert _sql(out, "SELECT * FROM reviews ORDER BY key") == before
+
+    # the same annotations through Label Studio's own JSON export file, into a fresh copy
+    export = b"".join(ls.projects.exports.download_sync(id=project, export_type="JSON"))
+    (tmp_path / "export.json").write_bytes(export)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(built, fresh)
+    res = run_main("review", "import", str(fresh), "--from-file", str(tmp_path / "export.json"))
+    assert res.returncode == 0, res.stderr
+    cols = "key, verdict, issues, captions, captions_edited, generated_captions"
+    assert _sql(fresh, f"SELECT {cols} FROM reviews ORDER BY key") == _sql(
+        out, f"SELECT {cols} FROM reviews ORDER BY key"
+    )
+
+
+def test_export_to_a_file_and_bad_input(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    res = run_main("review", "export", str(built), "--sample", "4", "--to-file",
+                   str(tmp_path / "tasks.json"), "--where", "gsd_m = 30")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    assert len(tasks) == 4 and all(t["data"]["key"].startswith("l7_30m") for t in tasks)
+    assert '<TextArea name="captions"' in (tmp_path / "tasks.xml").read_text()
+    for args, message in [
+        (["export", str(built)], "set $LABEL_STUDIO_URL and $LABEL_STUDIO_API_KEY"),
+        (["export", str(built), "--to-file", "x.json", "--where", "nope = 1"], "--where"),
+        (["export", str(built), "--to-file", "x.json", "--where", "true); COPY samples TO ('x'"],
+         "--where"),
+        (["export", str(built), "--to-file", "x.json", "--stratify-by", "colour"], "colour"),
+        (["export", str(tmp_path)], "no finished build"),
+        (["import", str(built), "--from-file", str(tmp_path / "tasks.xml")], "not a Label Studio"),
+    ]:  # fmt: skip
+        res = run_main("review", *args)
+        assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
