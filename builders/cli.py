@@ -20,6 +20,7 @@ EPILOG = """examples:
   build-dataset verify out/sf-bay
   build-dataset review export out/sf-bay --sample 50 --stratify-by gsd
   build-dataset review import out/sf-bay
+  build-dataset export out/sf-bay --where "split = 'test'" --to out/sf-bay-test
 """
 
 
@@ -86,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("out", help="output folder of a build (or its manifest.duckdb)")
     q.add_argument("sql", help='e.g. "SELECT reject_reason, count(*) FROM rejects GROUP BY 1"')
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    x = sub.add_parser("export", help="write the kept samples matching --where as a new build")
+    x.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    x.add_argument("out", help="output folder of a build")
+    x.add_argument("--where", help="an SQL condition on the samples table, e.g. \"split = 'test'\"")
+    x.add_argument("--to", required=True, help="a new (or empty) folder for the subset")
+    x.add_argument("--samples-per-shard", type=int, help="default: the build's")
     from geoweave.builders.review_cli import add_parser
 
     add_parser(sub)
@@ -128,6 +135,14 @@ def _command(args: argparse.Namespace) -> int:
 
         cols, rows = run_query(args.out, args.sql)
         format_rows(cols, rows, args.format)
+        return 0
+    if args.command == "export":
+        from geoweave.builders.export import export_subset
+        from geoweave.manifests.summary import print_summary
+
+        print_summary(
+            export_subset(Path(args.out), args.where, Path(args.to), args.samples_per_shard)
+        )
         return 0
     if args.command == "review":
         from geoweave.builders.review_cli import review_command

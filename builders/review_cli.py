@@ -12,7 +12,7 @@ from geoweave.builders.outdir import OutputLock
 from geoweave.errors import FatalError
 from geoweave.manifests import label_studio, reviews
 from geoweave.manifests.manifest import MANIFEST, newest_run, write_manifest
-from geoweave.manifests.review_tasks import LABEL_CONFIG, ReviewError, choose, jpegs, task
+from geoweave.manifests.review_tasks import LABEL_CONFIG, ReviewError, choose, images, task
 
 
 def add_parser(sub: Any) -> None:
@@ -55,13 +55,13 @@ def _export(args: argparse.Namespace, out_dir: Path, name: str) -> int:
         chosen = choose(out_dir, args.sample, strata, args.where, args.seed)
     except ReviewError as e:
         raise FatalError(str(e)) from None
-    images = jpegs(out_dir, name, chosen)
-    missing = [s["key"] for s in chosen if s["key"] not in images]
+    pictures = images(out_dir, name, chosen)
+    missing = [s["key"] for s in chosen if s["key"] not in pictures]
     if missing:
         raise FatalError(
             f"no image in the shard files for {missing[:3]}: run `verify` on {out_dir}"
         )
-    tasks = [task(s, images[s["key"]], model_version=f"geoweave:{name}") for s in chosen]
+    tasks = [task(s, pictures[s["key"]][0], model_version=f"geoweave:{name}") for s in chosen]
     if args.to_file:
         path = Path(args.to_file)
         from geoweave.manifests.review_tasks import write_tasks

@@ -122,20 +122,25 @@ class ShardWriter:
         return self.out_dir / f"{self.stem}{suffix}{self.tag}"
 
     def write(self, sample: Sample) -> None:
-        meta = sample.metadata()
+        self.write_row(sample.metadata(), sample.kept, sample.jpeg, sample.bands_tif)
+
+    def write_row(
+        self, meta: dict[str, Any], kept: bool, jpeg: bytes | None, tif: bytes | None
+    ) -> None:
+        """One sample as its metadata (``Sample.metadata()``) and image bytes."""
         self.rows.append(meta)
-        if not sample.kept:
+        if not kept:
             return
         if self.tar is not None:
-            assert sample.jpeg is not None
-            key = sample.key
-            self.tar.add(f"{key}.jpg", sample.jpeg)
+            assert jpeg is not None
+            key = meta["key"]
+            self.tar.add(f"{key}.jpg", jpeg)
             self.tar.add(f"{key}.json", json.dumps(meta).encode())
             self.tar.add(f"{key}.txt", (meta["caption"] or "").encode())
-            if sample.bands_tif is not None:
-                self.tar.add(f"{key}.tif", sample.bands_tif)
+            if tif is not None:
+                self.tar.add(f"{key}.tif", tif)
         if "parquet" in self.formats:
-            self.kept.append({**meta, "jpg": sample.jpeg, "tif": sample.bands_tif})
+            self.kept.append({**meta, "jpg": jpeg, "tif": tif})
 
     def finish(
         self, stages: list[str], extra_stats: dict[str, Any], started: float | None = None

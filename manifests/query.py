@@ -80,6 +80,31 @@ def _check(st: Any) -> None:
     )
 
 
+def kept_where(
+    out_dir: str | Path, select: str, where: str | None, params: list[Any] | None = None
+) -> list[dict[str, Any]]:
+    """``SELECT {select} FROM samples`` over the kept samples matching ``where``, one SQL
+    condition from the command line (``--where``): checked like ``query`` (read-only, one
+    statement: a ``;`` in it would start another) and run on the locked connection."""
+    sql = f"SELECT {select} FROM samples WHERE status = 'kept' AND ({where or 'true'})"
+    try:
+        if len(read_only_statements(sql)) != 1:
+            raise FatalError("give one SQL condition")
+    except FatalError as e:
+        raise FatalError(
+            f'--where {where!r}: {str(e).splitlines()[0]} (e.g. "gsd_m = 30")'
+        ) from None
+    con = open_manifest(out_dir)
+    try:
+        cur = con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    except duckdb.Error as e:
+        raise FatalError(f"--where {where!r}: {str(e).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
 def run_query(out_dir: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run read-only ``sql`` on a build's manifest; returns the last statement's columns and
     rows (as DuckDB does for several statements)."""

@@ -24,8 +24,7 @@ from typing import Any
 
 import duckdb
 
-from geoweave.errors import FatalError
-from geoweave.manifests.query import open_manifest, read_only_statements
+from geoweave.manifests.query import kept_where
 from geoweave.manifests.reviews import QA_SEP
 
 ISSUES = ("hallucination", "wrong count", "bad image", "other")
@@ -66,24 +65,8 @@ def choose(
     if unknown:
         raise ReviewError(f"--stratify-by {', '.join(unknown)}: choose from {', '.join(STRATA)}")
     strata = [f"{STRATA[s]} AS stratum_{s}" for s in stratify_by] or ["NULL AS stratum_all"]
-    sql = f"""SELECT key, shard, captions, qa, {", ".join(strata)},
-                     hash(key || ?) AS draw
-              FROM samples WHERE status = 'kept' AND ({where or "true"})"""
-    try:
-        statements = read_only_statements(sql)
-    except FatalError as e:
-        raise ReviewError(f"--where {where!r}: {str(e).splitlines()[0]}") from None
-    if len(statements) != 1:  # a ';' in --where would start another statement
-        raise ReviewError(f'--where {where!r}: give one SQL condition, e.g. "gsd_m = 30"')
-    con = open_manifest(str(out_dir))
-    try:
-        cur = con.execute(sql, [str(seed)])
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    except duckdb.Error as e:
-        raise ReviewError(f"--where {where!r}: {str(e).splitlines()[0]}") from None
-    finally:
-        con.close()
+    select = f"key, shard, captions, qa, {', '.join(strata)}, hash(key || ?) AS draw"
+    rows = kept_where(out_dir, select, where, [str(seed)])
     if not rows:
         raise ReviewError(
             f"no kept sample matches --where {where!r}" if where else "no kept sample"
@@ -109,30 +92,45 @@ def _stratified(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["key"])
 
 
-def jpegs(out_dir: Path, name: str, samples: Iterable[dict[str, Any]]) -> dict[str, bytes]:
-    """The JPEG of each sample, from its shard's Parquet file when there is one, else its tar."""
+def images(
+    out_dir: Path, name: str, samples: Iterable[dict[str, Any]]
+) -> dict[str, tuple[bytes, bytes | None]]:
+    """(JPEG, GeoTIFF or None) of each sample, from its shard's Parquet file when there is
+    one, else from its tar."""
     by_shard: dict[int, set[str]] = {}
     for s in samples:
         by_shard.setdefault(int(s["shard"]), set()).add(s["key"])
-    out: dict[str, bytes] = {}
+    out: dict[str, tuple[bytes, bytes | None]] = {}
     for shard, keys in by_shard.items():
         stem = out_dir / f"{name}-{shard:06d}"
         if stem.with_suffix(".parquet").exists():
-            con = duckdb.connect()
-            rows = con.execute(
-                "SELECT key, jpg FROM read_parquet(?) WHERE list_contains(?, key)",
-                [str(stem.with_suffix(".parquet")), sorted(keys)],
-            ).fetchall()
-            con.close()
-            out.update({k: bytes(v) for k, v in rows})
+            out.update(_from_parquet(stem.with_suffix(".parquet"), keys))
         elif stem.with_suffix(".tar").exists():
-            with tarfile.open(stem.with_suffix(".tar")) as tar:
-                for member in tar:
-                    key = member.name.removesuffix(".jpg")
-                    if member.name.endswith(".jpg") and key in keys:
-                        f = tar.extractfile(member)
-                        out[key] = f.read() if f else b""
+            out.update(_from_tar(stem.with_suffix(".tar"), keys))
     return out
+
+
+def _from_parquet(path: Path, keys: set[str]) -> dict[str, tuple[bytes, bytes | None]]:
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT key, jpg, tif FROM read_parquet(?) WHERE list_contains(?, key)",
+            [str(path), sorted(keys)],
+        ).fetchall()
+    finally:
+        con.close()
+    return {k: (bytes(j), bytes(t) if t is not None else None) for k, j, t in rows}
+
+
+def _from_tar(path: Path, keys: set[str]) -> dict[str, tuple[bytes, bytes | None]]:
+    found: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, _, ext = member.name.rpartition(".")
+            f = tar.extractfile(member) if key in keys and ext in ("jpg", "tif") else None
+            if f is not None:
+                found.setdefault(key, {})[ext] = f.read()
+    return {k: (v["jpg"], v.get("tif")) for k, v in found.items() if "jpg" in v}
 
 
 def qa_line(pair: dict[str, Any]) -> str:

@@ -148,7 +148,8 @@ def _replace_text(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -
     schema = con.execute("SELECT key, captions, qa FROM samples LIMIT 0").to_arrow_table().schema
     con.register("edited", pa.Table.from_pylist(new, schema=schema))
     con.execute(
-        "UPDATE samples SET captions = e.captions, qa = e.qa FROM edited e WHERE samples.key = e.key"
+        "UPDATE samples SET captions = e.captions, qa = e.qa, caption = e.captions[1].text "
+        "FROM edited e WHERE samples.key = e.key"
     )
     con.unregister("edited")
 

@@ -30,6 +30,12 @@ def summarise(out_dir: str) -> dict[str, Any]:
             "SELECT split, count(*) FROM samples WHERE status = 'kept' AND split IS NOT NULL "
             "GROUP BY 1 ORDER BY array_position(['train', 'val', 'test', 'buffer'], split)"
         ).fetchall()
+        reviewed = None
+        has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'reviews'")
+        if (has.fetchone() or (0,))[0]:
+            reviewed = con.execute(
+                "SELECT count(*), count(*) FILTER (verdict = 'accept') FROM reviews"
+            ).fetchone()
     finally:
         con.close()
     assert shards is not None
@@ -38,6 +44,7 @@ def summarise(out_dir: str) -> dict[str, Any]:
     return {"status": status, "reasons": reasons, "funnel": funnel, "shards": shards} | {
         "by_gsd": by_gsd,
         "splits": splits,
+        "reviewed": reviewed,
     }
 
 
@@ -54,6 +61,11 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
         out.write(f"    {reason:28s}{n}\n")
     if s["splits"]:
         out.write("  splits          " + ", ".join(f"{n} {c}" for n, c in s["splits"]) + "\n")
+    if s["reviewed"]:
+        n, accepted = s["reviewed"]
+        out.write(
+            f"  reviewed        {n}: {accepted} accepted (table reviews, view review_stats)\n"
+        )
     if s["funnel"]:
         out.write("  funnel          " + ", ".join(f"{st} -{n}" for st, n in s["funnel"]) + "\n")
     out.write(

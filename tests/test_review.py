@@ -128,6 +128,8 @@ def test_export_annotate_import_round_trip(
     assert "imported 0 new or changed reviews (3 unchanged)" in again.stdout
     assert _sql(out, "SELECT * FROM reviews ORDER BY key") == before
 
+    _export_reflects_the_review(out, tmp_path / "subset", keys, edited)
+
     # the same annotations through Label Studio's own JSON export file, into a fresh copy
     export = b"".join(ls.projects.exports.download_sync(id=project, export_type="JSON"))
     (tmp_path / "export.json").write_bytes(export)
@@ -139,6 +141,31 @@ def test_export_annotate_import_round_trip(
     assert _sql(fresh, f"SELECT {cols} FROM reviews ORDER BY key") == _sql(
         out, f"SELECT {cols} FROM reviews ORDER BY key"
     )
+
+
+def _export_reflects_the_review(
+    out: Path, subset: Path, keys: list[str], edited: list[str]
+) -> None:
+    """``build-dataset export`` writes the reviewed corpus as a build of its own: the kept
+    samples with the reviewer's text, the rejected one left out; real readers read it."""
+    import webdataset as wds
+
+    res = run_main("export", str(out), "--to", str(subset), "--samples-per-shard", "7")
+    assert res.returncode == 0, res.stderr
+    cols = "key, captions, qa, split, gsd_m, phash"
+    kept = _sql(out, f"SELECT {cols} FROM samples WHERE status = 'kept' ORDER BY key")
+    assert _sql(subset, f"SELECT {cols} FROM samples ORDER BY key") == kept
+    assert keys[1] not in {k for k, *_ in kept}
+    tars = sorted(str(p) for p in subset.glob("rev-*.tar"))
+    assert len(tars) == (len(kept) + 6) // 7
+    records = {
+        s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(tars, shardshuffle=False)
+    }
+    assert sorted(records) == [k for k, *_ in kept]
+    assert [c["text"] for c in records[keys[2]]["captions"]] == edited
+    assert run_main("verify", str(subset)).returncode == 0
+    again = run_main("export", str(out), "--to", str(subset))
+    assert again.returncode == 2 and "not empty" in again.stderr
 
 
 def test_export_to_a_file_and_bad_input(
