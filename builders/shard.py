@@ -226,6 +226,7 @@ class ShardPipeline:
         s.nodata_fraction = image.nodata_fraction
         s.item_id = image.item_id or s.item_id
         s.acquired = image.acquired or s.acquired
+        s.collection, s.asset_href = image.collection, image.href
 
     def join(self, samples: Sequence[Sample]) -> None:
         labels = self.recipe.labels

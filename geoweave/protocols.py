@@ -31,6 +31,8 @@ class TileImage:
     rgb: np.ndarray  # (H, W, 3) uint8 for the JPEG
     item_id: str | None = None  # the file, scene or STAC item the pixels came from
     acquired: str | None = None  # ISO 8601, when the source knows it
+    collection: str | None = None  # the STAC collection of the item
+    href: str | None = None  # the asset the pixels were read from (a URL or a path)
 
     @property
     def nodata_fraction(self) -> float:

@@ -78,6 +78,8 @@ class Sample:
     label_licenses: dict[str, str] = field(default_factory=dict)  # vector source -> licence
     acquired: str | None = None
     item_id: str | None = None
+    collection: str | None = None  # the STAC collection of the item
+    asset_href: str | None = None  # the asset the pixels were read from
     native_gsd_m: float | None = None  # the imagery's own ground resolution
     upsampled: bool = False  # the tile GSD is finer than the imagery's (pixels interpolated)
     osm_snapshot: str | None = None
@@ -201,6 +203,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("source", _fixed(pa.string()), lambda s: s.tile.source),
     Column("item_id", _fixed(pa.string()), lambda s: s.item_id),
     Column("acquired", _fixed(pa.string()), lambda s: s.acquired),
+    Column("collection", _fixed(pa.string()), lambda s: s.collection),
+    Column("asset_href", _fixed(pa.string()), lambda s: s.asset_href),
     Column("crs", _fixed(pa.string()), lambda s: s.tile.crs),
     Column("transform", _fixed(pa.list_(pa.float64())), lambda s: list(s.tile.transform)[:6]),
     Column("gsd_m", _fixed(pa.float64()), lambda s: s.tile.gsd_m),

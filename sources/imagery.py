@@ -162,11 +162,15 @@ class GeoTiffSource:
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_ds"} | {"_ds": None}
 
-    def _inspect(self) -> dict[str, Any]:
+    def _open(self) -> rasterio.DatasetReader:
+        """The raster (a remote source opens its URL instead)."""
         if not self.path.is_file():
             raise FatalError(f"imagery file not found: {self.path} (check imagery.path)")
+        return rasterio.open(self.path)
+
+    def _inspect(self) -> dict[str, Any]:
         try:
-            with rasterio.open(self.path) as ds:
+            with self._open() as ds:
                 if ds.crs is None:
                     raise FatalError(
                         f"{self.path}: the raster has no CRS; assign one "
@@ -192,7 +196,7 @@ class GeoTiffSource:
     @property
     def ds(self) -> rasterio.DatasetReader:
         if self._ds is None:
-            self._ds = rasterio.open(self.path)
+            self._ds = self._open()
         return self._ds
 
     def _stretch(self, scale: object) -> tuple[np.ndarray, np.ndarray]:
