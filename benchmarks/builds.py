@@ -45,7 +45,8 @@ def relaxed_filters(new_format: bool) -> dict[str, Any]:
     """
     if new_format:
         return {"nodata_v1": {"max_fraction": 1.0}, "low_variance_v1": {"min_std": 0},
-                "min_labels_v1": {"min_labels": 0}}  # fmt: skip
+                "min_labels_v1": {"min_labels": 0}, "cloud_v1": {"max_fraction": 1.0},
+                "saturation_v1": {"max_fraction": 1.0}}  # fmt: skip
     return {"max_nodata_fraction": 1.0, "min_std": 0, "min_labels": 0}
 
 

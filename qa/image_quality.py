@@ -21,6 +21,9 @@ rejects it above ``max_fraction`` (reason ``cloudy``). A pixel is cloudy:
   clouds the stretch leaves grey (a source stretched to its own clouds makes them white). The
   colours are the recipe's bands: a false-colour composite shows clouds and snow white too.
 
+Tiles larger than 128 px are judged on every k-th pixel (``qa/image_hash.py`` ``preview``,
+a view), so both cost what a 128 px tile does.
+
 ``saturation_v1`` is, per band of the 8-bit RGB, the share of valid pixels at 0 or 255; the
 largest share is the score ``saturated_fraction``, and a tile above ``max_fraction`` is
 rejected (reason ``saturated``). It catches a stretch that clips: a uint16 source stretched
@@ -38,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
+from geoweave.qa.image_hash import preview
 from geoweave.record import Sample
 from geoweave.registry import FILTERS
 
@@ -93,7 +97,11 @@ class CloudFilter:
         if sample.rgb is None:
             return "no_image"
         valid = np.ones(sample.rgb.shape[:2], bool) if sample.valid is None else sample.valid
-        cloudy = self._from_mask(sample) if self.opts.mask_band else self._heuristic(sample.rgb)
+        valid = preview(valid)  # tiles over 128 px: every k-th pixel (an unbiased share)
+        if self.opts.mask_band:
+            cloudy = preview(self._from_mask(sample))
+        else:
+            cloudy = self._heuristic(preview(sample.rgb))
         n = int(np.count_nonzero(valid))
         fraction = float(np.count_nonzero(cloudy & valid) / n) if n else 0.0
         sample.scores["cloud_fraction"] = round(fraction, 4)
@@ -170,7 +178,8 @@ class SaturationFilter:
     def check(self, sample: Sample) -> str | None:
         if sample.rgb is None:
             return "no_image"
-        fraction = saturated_fraction(sample.rgb, sample.valid)
+        valid = None if sample.valid is None else preview(sample.valid)
+        fraction = saturated_fraction(preview(sample.rgb), valid)  # every k-th pixel over 128 px
         sample.scores["saturated_fraction"] = round(fraction, 4)
         return "saturated" if fraction > self.max_fraction else None
 
