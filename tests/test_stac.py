@@ -110,3 +110,92 @@ def test_stand_in_stac_asset_that_fails_rejects_its_tiles_and_the_shard_complete
 def test_a_catalogue_that_is_not_there_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(FatalError, match=r"imagery\.catalog .* not a readable STAC catalogue"):
         prepare(_recipe(tmp_path / "o", str(tmp_path / "missing.json")), tmp_path / "o")
+
+
+class _StacApi(Files):
+    """A stand-in STAC API over the fixture's items: a landing page that conforms to item
+    search and ``/search`` (GET and POST), filtering by collections and datetime."""
+
+    def __init__(self, folder: Path) -> None:
+        import http.server
+        import json
+
+        items = [json.loads(p.read_text()) for p in sorted((folder / "items").glob("*.json"))]
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlparse
+
+                url = urlparse(self.path)
+                if url.path in ("", "/"):
+                    self._send(api.landing())
+                elif url.path == "/search":
+                    q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                    self._send(api.search(q.get("collections"), q.get("datetime")))
+                else:
+                    self.send_error(404)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                cols = ",".join(body.get("collections") or [])
+                self._send(api.search(cols or None, body.get("datetime")))
+
+        import http.server as hs
+
+        hs.ThreadingHTTPServer.__init__(self, ("127.0.0.1", 0), Handler)
+        self.requests = self.bytes = self.fail = 0
+        self.fail_paths: set[str] = set()
+        self.items, self.assets = items, Files(folder).start()
+        self.searches: list[tuple[str | None, str | None]] = []
+
+    def landing(self) -> dict[str, Any]:
+        return {"type": "Catalog", "id": "stand-in", "stac_version": "1.0.0",
+                "description": "stand-in STAC API",
+                "conformsTo": ["https://api.stacspec.org/v1.0.0/core",
+                               "https://api.stacspec.org/v1.0.0/item-search"],
+                "links": [{"rel": "self", "href": self.url}, {"rel": "root", "href": self.url},
+                          {"rel": "search", "href": f"{self.url}/search", "method": "GET", "type": "application/geo+json"},
+                          {"rel": "search", "href": f"{self.url}/search", "method": "POST", "type": "application/geo+json"}]}  # fmt: skip
+
+    def search(self, collections: str | None, datetime: str | None) -> dict[str, Any]:
+        self.searches.append((collections, datetime))
+        out = []
+        for it in self.items:
+            if collections and it["collection"] not in collections.split(","):
+                continue
+            start, _, end = (datetime or "/").partition("/")
+            day = it["properties"]["datetime"][:10]
+            if (start not in ("", "..") and day < start[:10]) or (
+                end not in ("", "..") and day > end[:10]
+            ):
+                continue
+            asset = {**it["assets"]["visual"], "href": f"{self.assets.url}/items/{it['id']}.tif"}
+            out.append({**it, "links": [], "assets": {"visual": asset}})
+        return {"type": "FeatureCollection", "features": out, "links": []}
+
+
+def test_stand_in_stac_api_is_searched_with_pystac_client(catalog: Path, tmp_path: Path) -> None:
+    api = _StacApi(catalog.parent).start()
+    try:
+        rows = _rows(_recipe(tmp_path / "api", api.url, collections=[COLLECTION],
+                             datetime="2001-01-01/2001-12-31"))  # fmt: skip
+    finally:
+        api.shutdown()
+        api.assets.shutdown()
+    kept = [r for r in rows if r["status"] == "kept"]
+    assert kept and {r["item_id"] for r in kept} == {"west-2001", "east-2001"}
+    assert api.searches and all(s == (COLLECTION, api.searches[0][1]) for s in api.searches)
+    assert "2001-01-01" in (api.searches[0][1] or "")
+    assert all(r["asset_href"].startswith(api.assets.url) for r in kept)
