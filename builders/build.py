@@ -280,8 +280,9 @@ def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[s
         run = _run_record(ctx, plan, inputs, t0, len(todo), results)
         try:
             manifest_path = _finish(out_dir, recipe, manifest, run, timings)
-        except Exception as e:
-            if not is_disk_full(e):
+        except BaseException as e:
+            manifest.abort()  # a corpus pass failed before the manifest's own clean-up could run
+            if not isinstance(e, Exception) or not is_disk_full(e):
                 raise
             raise BuildFailed(
                 _disk_full_message(out_dir, recipe.name, plan, results, "the manifest")

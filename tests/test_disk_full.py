@@ -70,3 +70,42 @@ def test_read_only_output_file_system_is_a_clear_error_before_any_work(tmp_path:
     assert res.returncode == 2, res.stderr
     assert f"cannot write to the output folder {ro / 'out'}" in res.stderr
     assert "Read-only file system" in res.stderr and "Traceback" not in res.stderr
+
+
+PASS_PLUGIN = """
+import errno
+
+from geoweave.registry import CORPUS_PASSES
+
+
+@CORPUS_PASSES.add("fills_the_disk_test")
+class FillsTheDisk:
+    name = "fills_the_disk_test"
+
+    def __init__(self, _opts=None):
+        pass
+
+    def run(self, inputs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+"""
+
+
+def test_a_disk_that_fills_during_the_corpus_passes_leaves_no_temporary_manifest(
+    tmp_path: Path,
+) -> None:
+    """The shards are complete and the manifest is half-loaded when a pass hits a full disk:
+    the build stops with the disk-full message and removes the manifest's temporary files."""
+    import yaml
+
+    (tmp_path / "fills.py").write_text(PASS_PLUGIN)
+    recipe = yaml.safe_load(Path(RECIPE).read_text())
+    recipe["imagery"][0]["path"] = str(Path(RECIPE).parent / recipe["imagery"][0]["path"])
+    recipe["labels"]["osm"] = [str(Path(RECIPE).parent / p) for p in recipe["labels"]["osm"]]
+    recipe |= {"plugins": [str(tmp_path / "fills.py")], "passes": {"fills_the_disk_test": {}}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    res = run_cli("run", str(tmp_path / "r.yaml"), "-o", str(out), "--no-progress", *SMALL)
+    assert res.returncode == 1 and "No space left on device" in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert not list(out.glob("*.tmp-*")) and not list(out.glob("_*/*.tmp-*"))
+    assert list(out.glob("*.stats.json"))  # the shards stay complete for a rerun
