@@ -82,6 +82,19 @@ def _write_atomic_text(path: Path, text: str) -> None:
     write_text(path, text)
 
 
+def sidecar_query(inputs: PassInput, sql: str, params: list[Any], schema: pa.Schema) -> pa.Table:
+    """``sql`` over the build's sidecars (its first parameter; ``params`` follow) as a table of
+    ``schema``; empty when there is no sidecar."""
+    if not inputs.sidecars:
+        return schema.empty_table()
+    con = duckdb.connect()
+    try:
+        table = con.execute(sql, [list(inputs.sidecars), *params]).to_arrow_table()
+    finally:
+        con.close()
+    return table.cast(schema)
+
+
 STATISTICS_SQL = """
 SELECT source, gsd_m, status, count(*) AS tiles,
        sum(len(captions)) AS captions, sum(len(qa)) AS qa_pairs,
@@ -105,11 +118,4 @@ class StatisticsPass:
         pass
 
     def run(self, inputs: PassInput) -> pa.Table:
-        if not inputs.sidecars:
-            return STATISTICS_SCHEMA.empty_table()
-        con = duckdb.connect()
-        try:
-            table = con.execute(STATISTICS_SQL, [list(inputs.sidecars)]).to_arrow_table()
-        finally:
-            con.close()
-        return table.cast(STATISTICS_SCHEMA)
+        return sidecar_query(inputs, STATISTICS_SQL, [], STATISTICS_SCHEMA)

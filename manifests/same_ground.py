@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from geoweave.manifests.passes import sidecar_query
 from geoweave.protocols import PassInput
 from geoweave.registry import CORPUS_PASSES
 
@@ -57,12 +57,4 @@ class SameGroundPass:
         self.opts = opts or SameGroundOptions()
 
     def run(self, inputs: PassInput) -> pa.Table:
-        if not inputs.sidecars:
-            return SCHEMA.empty_table()
-        con = duckdb.connect()
-        try:
-            reject = self.opts.action == "reject"
-            table = con.execute(GROUPS_SQL, [list(inputs.sidecars), reject]).to_arrow_table()
-        finally:
-            con.close()
-        return table.cast(SCHEMA)
+        return sidecar_query(inputs, GROUPS_SQL, [self.opts.action == "reject"], SCHEMA)

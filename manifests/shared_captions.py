@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-import duckdb
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from geoweave.manifests.passes import sidecar_query
 from geoweave.protocols import PassInput
 from geoweave.registry import CORPUS_PASSES
 
@@ -68,17 +68,10 @@ class SharedCaptionsPass:
         self.opts = opts or SharedCaptionsOptions()
 
     def run(self, inputs: PassInput) -> pa.Table:
-        if not inputs.sidecars:
-            return SCHEMA.empty_table()
         reason = REASON if self.opts.action == "reject" else None
-        con = duckdb.connect()
-        try:
-            table = con.execute(
-                SHARED_SQL, [list(inputs.sidecars), self.opts.max_tiles, reason]
-            ).to_arrow_table()
-        finally:
-            con.close()
-        texts = len(set(table["caption"].to_pylist()))
-        log.info("shared captions: %d texts on more than %d tiles, %d samples marked", texts,
-                 self.opts.max_tiles, table.num_rows)  # fmt: skip
-        return table.cast(SCHEMA)
+        table = sidecar_query(inputs, SHARED_SQL, [self.opts.max_tiles, reason], SCHEMA)
+        if inputs.sidecars:
+            texts = len(set(table["caption"].to_pylist()))
+            log.info("shared captions: %d texts on more than %d tiles, %d samples marked", texts,
+                     self.opts.max_tiles, table.num_rows)  # fmt: skip
+        return table
