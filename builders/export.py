@@ -24,7 +24,7 @@ from geoweave.builders.outdir import OutputLock
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import FatalError
 from geoweave.files import atomic_path
-from geoweave.manifests.manifest import MANIFEST, PLAN, newest_run, record_run, write_manifest
+from geoweave.manifests.manifest import PLAN, finished_run, record_run, write_manifest
 from geoweave.manifests.passes import run_passes
 from geoweave.manifests.query import kept_where
 from geoweave.manifests.review_tasks import images
@@ -54,9 +54,7 @@ def export_subset(
 ) -> dict[str, Any]:
     """Write the subset; returns the summary ``print_summary`` prints."""
     t0 = time.time()
-    run = newest_run(out_dir)
-    if run is None or not (out_dir / MANIFEST).exists():
-        raise FatalError(f"{out_dir} holds no finished build (no {MANIFEST}): run it first")
+    run = finished_run(out_dir)
     _check_target(to_dir, out_dir)
     name, recipe = str(run["name"]), dict(run.get("recipe") or {})
     output = recipe.get("output") or {}

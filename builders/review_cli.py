@@ -11,7 +11,7 @@ from typing import Any
 from geoweave.builders.outdir import OutputLock
 from geoweave.errors import FatalError
 from geoweave.manifests import label_studio, reviews
-from geoweave.manifests.manifest import MANIFEST, newest_run, write_manifest
+from geoweave.manifests.manifest import finished_run, write_manifest
 from geoweave.manifests.review_tasks import LABEL_CONFIG, ReviewError, choose, images, task
 
 
@@ -34,16 +34,9 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
-def _name(out_dir: Path) -> str:
-    run = newest_run(out_dir)
-    if not (out_dir / MANIFEST).exists() or run is None:
-        raise FatalError(f"{out_dir} holds no finished build (no {MANIFEST}): run it first")
-    return str(run["name"])
-
-
 def review_command(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).resolve()
-    name = _name(out_dir)
+    name = str(finished_run(out_dir)["name"])
     if args.review_command == "export":
         return _export(args, out_dir, name)
     return _import(args, out_dir, name)

@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geoweave.errors import FatalError
 from geoweave.files import atomic_path, crash_point, replace_durably
 from geoweave.manifests.passes import overlays
 from geoweave.record import SIDECAR_SCHEMA
@@ -117,6 +118,15 @@ def run_records(out_dir: Path) -> list[dict[str, Any]]:
 def newest_run(out_dir: Path) -> dict[str, Any] | None:
     records = run_records(out_dir)
     return max(records, key=lambda r: r.get("started") or 0) if records else None
+
+
+def finished_run(out_dir: Path) -> dict[str, Any]:
+    """The newest run record of a build that has its manifest; FatalError (bad input) when
+    the folder holds none (the commands that read a finished build: review, export)."""
+    run = newest_run(out_dir)
+    if run is None or not (out_dir / MANIFEST).exists():
+        raise FatalError(f"{out_dir} holds no finished build (no {MANIFEST}): run it first")
+    return run
 
 
 def _runs_table(out_dir: Path) -> pa.Table:
