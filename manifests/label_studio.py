@@ -66,13 +66,14 @@ def fetch_tasks(project: int, page_size: int = 100) -> list[dict[str, Any]]:
     Page by page (the SDK's own pager asks for a page past the last, which the server answers
     with 404)."""
     ls = client()
+    total = _task_count(ls, project)
     out: list[dict[str, Any]] = []
     for page in range(1, 1_000_000):
         pager = _call("list the tasks", ls.tasks.list, project=project, fields="all",
                       page=page, page_size=page_size)  # fmt: skip
         items = list(pager.items or [])
         out += [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in items]
-        if len(items) < page_size or len(out) >= _task_count(ls, project):
+        if len(items) < page_size or len(out) >= total:
             break
     return out
 
