@@ -44,11 +44,8 @@ def _bin_matrix(size: int, bins: int) -> np.ndarray:
 
 
 def area_mean(gray: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """``gray`` (H, W) averaged over a rows x cols grid of boxes: a reshape when the sizes
-    divide (64, 128, 256 px tiles), else two small matrix products."""
+    """``gray`` (H, W) averaged over a rows x cols grid of boxes (two small matrix products)."""
     h, w = gray.shape
-    if h % rows == 0 and w % cols == 0:
-        return gray.reshape(rows, h // rows, cols, w // cols).mean(axis=(1, 3))
     return _bin_matrix(h, rows) @ gray @ _bin_matrix(w, cols).T
 
 
@@ -89,11 +86,10 @@ def preview(img: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
 
 def image_hashes(rgb: np.ndarray) -> tuple[int, int]:
     """(phash, dhash) of an (H, W, 3) uint8 image (from its ``preview``)."""
-    gray = luminance(preview(rgb))
-    h, w = gray.shape
-    small = (_bin_matrix(h, 32) @ gray @ _bin_matrix(w, 32).T).astype(np.float32)
+    small = area_mean(luminance(preview(rgb)), 32, 32).astype(np.float32)
     return phash(small), dhash(small)
 
 
 def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count() if a ^ b >= 0 else ((a ^ b) & (2**64 - 1)).bit_count()
+    """Bits that differ between two hashes stored as signed 64-bit integers."""
+    return ((a ^ b) & (2**64 - 1)).bit_count()
