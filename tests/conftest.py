@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def shard_rows(recipe: Any, out: Path | None = None) -> list[dict[str, Any]]:
+    """Prepare ``recipe`` and build its first shard in this process (no Ray): the sidecar's
+    rows, every planned tile of the shard."""
+    import pyarrow.parquet as pq
+
+    from geoweave.builders.build import prepare
+    from geoweave.builders.shard import run_shard
+
+    out = out or recipe.output.dir
+    ctx, plan, _ = prepare(recipe, out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_shard(ctx, 0, plan.shard_tiles(0))
+    return pq.read_table(out / f"{recipe.name}-000000.samples.parquet").to_pylist()
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from geoweave.builders.build import prepare
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.shard import run_shard
 from geoweave.qa.faithfulness import concept, mentions, score
-from tests.conftest import REPO, SF_BAY
+from tests.conftest import REPO, SF_BAY, shard_rows
 from tests.data.faithfulness_fixture import CAPTIONS, FRESH, HELD_OUT, MODEL_WRITTEN, labels
 
 
@@ -104,14 +101,8 @@ def _recipe(tmp_path: Path, **extra: object) -> Recipe:
     )
 
 
-def _rows(tmp_path: Path, recipe: Recipe) -> list[dict[str, object]]:
-    ctx, plan, _ = prepare(recipe, tmp_path)
-    run_shard(ctx, 0, plan.shard_tiles(0))
-    return pq.read_table(tmp_path / "faith-000000.samples.parquet").to_pylist()
-
-
 def test_template_captions_are_all_faithful(tmp_path: Path) -> None:
-    kept = [r for r in _rows(tmp_path, _recipe(tmp_path)) if r["status"] == "kept"]
+    kept = [r for r in shard_rows(_recipe(tmp_path), tmp_path) if r["status"] == "kept"]
     assert kept
     for r in kept:
         assert dict(r["scores"])["faithfulness"] == 1.0
@@ -129,7 +120,7 @@ def test_unfaithful_captions_are_flagged_or_rejected(tmp_path: Path, action: str
                   "texts": ["A helipad, a swimming pool and a lighthouse.", "Some buildings."]},
         filters={"faithfulness_v1": {"min_precision": 0.5, "action": action}},
     )  # fmt: skip
-    rows = [r for r in _rows(tmp_path, recipe) if r["captions"]]
+    rows = [r for r in shard_rows(recipe, tmp_path) if r["captions"]]
     assert rows
     for r in rows:
         first, second = r["captions"]

@@ -14,12 +14,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from geoweave.builders.build import build, prepare
+from geoweave.builders.build import build
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.shard import run_shard
 from geoweave.captioning import local_model
 from geoweave.captioning.local_model import ModelSpec, shared_batcher
-from tests.conftest import SF_BAY, run_main
+from tests.conftest import SF_BAY, run_main, shard_rows
 from tests.data.smollm2_model import convert
 from tests.llm_server import MODEL_DIR
 
@@ -43,13 +42,7 @@ def _recipe(out: Path, cache: Path, **captions: Any) -> dict[str, Any]:
 
 
 def _run_in_process(data: dict[str, Any]) -> list[dict[str, Any]]:
-    recipe = Recipe.model_validate(data)
-    out = recipe.output.dir
-    ctx, plan, _ = prepare(recipe, out)
-    out.mkdir(parents=True, exist_ok=True)
-    run_shard(ctx, 0, plan.shard_tiles(0))
-    rows = pq.read_table(out / "local-000000.samples.parquet").to_pylist()
-    return [r for r in rows if r["status"] == "kept"]
+    return [r for r in shard_rows(Recipe.model_validate(data)) if r["status"] == "kept"]
 
 
 def test_in_process_backend_batches_requests_and_a_rerun_generates_nothing(tmp_path: Path) -> None:

@@ -8,14 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from geoweave.builders.build import prepare
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.shard import run_shard
 from geoweave.errors import FatalError
-from tests.conftest import SF_BAY
+from tests.conftest import SF_BAY, shard_rows
 from tests.data.stac_fixture import COLLECTION, write_catalog
 from tests.http_files import Files
 
@@ -53,18 +51,10 @@ def _recipe(out: Path, catalog: str, **stac: Any) -> Recipe:
     })  # fmt: skip
 
 
-def _rows(recipe: Recipe) -> list[dict[str, Any]]:
-    out = recipe.output.dir
-    ctx, plan, _ = prepare(recipe, out)
-    out.mkdir(parents=True, exist_ok=True)
-    run_shard(ctx, 0, plan.shard_tiles(0))
-    return pq.read_table(out / "stac-000000.samples.parquet").to_pylist()
-
-
 def test_stand_in_stac_over_http_picks_the_least_cloudy_item_and_records_it(
     served: Files, catalog: Path, tmp_path: Path
 ) -> None:
-    rows = _rows(_recipe(tmp_path / "http", f"{served.url}/catalog.json"))
+    rows = shard_rows(_recipe(tmp_path / "http", f"{served.url}/catalog.json"))
     kept = [r for r in rows if r["status"] == "kept"]
     assert kept
     for r in kept:
@@ -74,14 +64,14 @@ def test_stand_in_stac_over_http_picks_the_least_cloudy_item_and_records_it(
     assert {r["item_id"] for r in kept} == {"west-2001", "east-2001"}  # both halves used
     sizes = sum(p.stat().st_size for p in (catalog.parent / "items").glob("*.tif"))
     assert 0 < served.bytes < sizes  # byte ranges: windows, not whole files
-    local = _rows(_recipe(tmp_path / "local", str(catalog)))  # the same catalogue from disk
+    local = shard_rows(_recipe(tmp_path / "local", str(catalog)))  # the same catalogue from disk
     same = {r["key"]: (r["item_id"], r["phash"], r["dhash"]) for r in local}
     assert {r["key"]: (r["item_id"], r["phash"], r["dhash"]) for r in rows} == same
 
 
 def test_stand_in_stac_filters_by_date_and_cloud_cover(served: Files, tmp_path: Path) -> None:
     url = f"{served.url}/catalog.json"
-    rows = _rows(_recipe(tmp_path / "old", url, datetime="1999-01-01/1999-12-31"))
+    rows = shard_rows(_recipe(tmp_path / "old", url, datetime="1999-01-01/1999-12-31"))
     kept = [r for r in rows if r["status"] == "kept"]
     assert kept and {r["item_id"] for r in kept} == {"west-1999"}
     assert {r["acquired"] for r in kept} == {"1999-07-15T18:30:00Z"}
@@ -97,7 +87,7 @@ def test_stand_in_stac_asset_that_fails_rejects_its_tiles_and_the_shard_complete
     served: Files, tmp_path: Path
 ) -> None:
     served.fail_paths = {"/items/west-2001.tif"}
-    rows = _rows(_recipe(tmp_path / "fault", f"{served.url}/catalog.json"))
+    rows = shard_rows(_recipe(tmp_path / "fault", f"{served.url}/catalog.json"))
     by_item: dict[str, set[str]] = {}
     for r in rows:
         by_item.setdefault(r["item_id"], set()).add(r["reject_reason"] or "kept")
@@ -189,7 +179,7 @@ class _StacApi(Files):
 def test_stand_in_stac_api_is_searched_with_pystac_client(catalog: Path, tmp_path: Path) -> None:
     api = _StacApi(catalog.parent).start()
     try:
-        rows = _rows(_recipe(tmp_path / "api", api.url, collections=[COLLECTION],
+        rows = shard_rows(_recipe(tmp_path / "api", api.url, collections=[COLLECTION],
                              datetime="2001-01-01/2001-12-31"))  # fmt: skip
     finally:
         api.shutdown()
