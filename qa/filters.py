@@ -11,14 +11,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from geoweave.record import Sample
-from geoweave.registry import FILTERS
-
-
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from geoweave.registry import FILTERS, NoOptions
 
 
 @FILTERS.add("nodata_v1")
@@ -28,7 +24,7 @@ class NodataFilter:
     name = "nodata_v1"
     stage: ClassVar[Literal["image", "text"]] = "image"
 
-    class Options(_Options):
+    class Options(NoOptions):
         max_fraction: float = Field(0.2, ge=0, le=1, description="reject tiles with more nodata")
 
     def __init__(self, opts: Options) -> None:
@@ -48,7 +44,7 @@ class LowVarianceFilter:
     name = "low_variance_v1"
     stage: ClassVar[Literal["image", "text"]] = "image"
 
-    class Options(_Options):
+    class Options(NoOptions):
         min_std: float = Field(2.0, ge=0, description="minimum grey-level standard deviation")
 
     def __init__(self, opts: Options) -> None:
@@ -81,7 +77,7 @@ class MinLabelsFilter:
     name = "min_labels_v1"
     stage: ClassVar[Literal["image", "text"]] = "image"
 
-    class Options(_Options):
+    class Options(NoOptions):
         min_labels: int = Field(1, ge=0, description="minimum number of visible labels")
 
     def __init__(self, opts: Options) -> None:

@@ -20,8 +20,6 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from geoweave.qa.faithfulness import (
     broader,
     concept,
@@ -30,7 +28,7 @@ from geoweave.qa.faithfulness import (
     supported_concepts,
 )
 from geoweave.record import QAPair, Sample
-from geoweave.registry import FILTERS
+from geoweave.registry import FILTERS, NoOptions
 from geoweave.sources.phrases import element_phrase
 
 _PRESENCE = re.compile(r"^(?:is|are) there\b(.*)")
@@ -80,17 +78,13 @@ def check_pair(pair: QAPair, sample: Sample, labels: Mapping[str, set[str]]) -> 
     return "unchecked", False
 
 
-class QACheckOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 @FILTERS.add("qa_check_v1")
 class QACheckFilter:
     name = "qa_check_v1"
     stage: ClassVar[Literal["image", "text"]] = "text"
-    Options = QACheckOptions
+    Options = NoOptions
 
-    def __init__(self, opts: QACheckOptions) -> None:
+    def __init__(self, opts: NoOptions) -> None:
         pass
 
     def check(self, sample: Sample) -> str | None:

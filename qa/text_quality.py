@@ -21,20 +21,16 @@ import unicodedata
 from collections import Counter
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from geoweave.record import Sample
-from geoweave.registry import FILTERS
+from geoweave.registry import FILTERS, NoOptions
 
 TEMPLATE_CAPTIONER = "template_v1"
 _WORD = re.compile(r"[\w'’-]+")
 # Symbols a caption may use besides letters, digits, spaces and punctuation ("37° N", "±5 m").
 COMMON_SYMBOLS = frozenset("°+<=>~±×$€£")
 _WHITESPACE = frozenset("\t\n\r")
-
-
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def caption_texts(sample: Sample, which: Literal["all", "llm"]) -> list[str]:
@@ -51,7 +47,7 @@ def caption_texts(sample: Sample, which: Literal["all", "llm"]) -> list[str]:
     return out
 
 
-class CaptionLengthOptions(_Options):
+class CaptionLengthOptions(NoOptions):
     min_words: int = Field(3, ge=1, description="fewer words is too short")
     max_words: int = Field(120, ge=1, description="more words is too long")
     action: Literal["flag", "reject"] = Field(
@@ -99,7 +95,7 @@ def repeated_share(text: str, n: int = 3) -> float:
     return sum(c for c in counts.values() if c > 1) / len(grams)
 
 
-class RepetitionOptions(_Options):
+class RepetitionOptions(NoOptions):
     max_repeated: float = Field(
         0.3, ge=0, le=1, description="reject above this share of repeated word 3-grams"
     )
@@ -146,7 +142,7 @@ def garbage_share(text: str) -> tuple[float, bool]:
     return bad / len(text), any(map(is_control, text))
 
 
-class GarbageOptions(_Options):
+class GarbageOptions(NoOptions):
     max_share: float = Field(
         0.1, ge=0, le=1, description="reject above this share of garbage characters"
     )

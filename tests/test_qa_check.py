@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from geoweave.qa.qa_check import QACheckFilter, QACheckOptions
+from geoweave.qa.qa_check import QACheckFilter
 from geoweave.record import QAPair, Sample
+from geoweave.registry import NoOptions
 from geoweave.tile import Tile
 
 
@@ -31,7 +32,7 @@ def test_presence_counts_and_land_cover_answers_are_checked() -> None:
         _pair("What colour are the roofs?", "Red."),  # cannot be checked
         _pair("How many houses?", "Five.", kind="count"),  # a template pair: left alone
     ]
-    assert QACheckFilter(QACheckOptions()).check(s) is None
+    assert QACheckFilter(NoOptions()).check(s) is None
     got = [(p.get("check"), p["verified"]) for p in s.qa]
     assert got == [
         ("presence", True), ("presence", False), ("presence", True), ("count", True),
