@@ -10,7 +10,8 @@ import pytest
 from geoweave.builders.build import prepare
 from geoweave.builders.shard import run_shard
 from tests import llm_server
-from tests.test_llm import _build, _recipe
+from tests.conftest import shard_rows
+from tests.test_llm import _recipe
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def test_server_killed_mid_shard_then_rerun_repeats_no_answered_request(tmp_path
 
     second = llm_server.start(tmp_path / "second.log")
     try:
-        rows = _build(_recipe(tmp_path / "out", second, cache, max_tokens=48))
+        rows = shard_rows(_recipe(tmp_path / "out", second, cache, max_tokens=48))
         stored = len(list(cache.rglob("*.json")))
         assert second.completions() == 1 + (stored - answered)  # preflight + the rest
     finally:
