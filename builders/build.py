@@ -314,7 +314,7 @@ def _finish(
     run: dict[str, Any],
     timings: dict[str, float],
 ) -> Path:
-    """Corpus passes, the run record and the manifest, while a local Ray stops."""
+    """Corpus passes, the run record, the manifest and the report, while a local Ray stops."""
     stopper = RayStopper(started_here="ray_start_s" in timings)  # timed only when started here
     t = time.time()
     run_passes(out_dir, recipe.name, list(recipe.passes.items()))
@@ -326,6 +326,9 @@ def _finish(
     # The run file gets the manifest's own time and Ray's stop too (the manifest's runs table
     # has them from the next build on).
     timings["manifest_s"] = time.time() - t
+    from geoweave.manifests.report import write_report_or_warn  # a failure only warns
+
+    timings["report_s"] = write_report_or_warn(out_dir)
     timings["ray_stop_s"] = stopper.join()
     record_run(out_dir, run)
     return path

@@ -21,6 +21,7 @@ EPILOG = """examples:
   build-dataset review export out/sf-bay --sample 50 --stratify-by gsd
   build-dataset review import out/sf-bay
   build-dataset export out/sf-bay --where "split = 'test'" --to out/sf-bay-test
+  build-dataset report out/sf-bay
 """
 
 
@@ -93,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--where", help="an SQL condition on the samples table, e.g. \"split = 'test'\"")
     x.add_argument("--to", required=True, help="a new (or empty) folder for the subset")
     x.add_argument("--samples-per-shard", type=int, help="default: the build's")
+    rp = sub.add_parser("report", help="write OUT/report.html: map, gallery, plots, funnel")
+    rp.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    rp.add_argument("out", help="output folder of a build")
+    rp.add_argument("--seed", type=int, default=0, help="draws the gallery's samples (0)")
+    rp.add_argument("--gallery", type=int, default=24, help="samples in the gallery (24)")
     from geoweave.builders.review_cli import add_parser
 
     add_parser(sub)
@@ -143,6 +149,11 @@ def _command(args: argparse.Namespace) -> int:
         print_summary(
             export_subset(Path(args.out), args.where, Path(args.to), args.samples_per_shard)
         )
+        return 0
+    if args.command == "report":
+        from geoweave.manifests.report import write_report
+
+        print(write_report(Path(args.out), args.seed, args.gallery))
         return 0
     if args.command == "review":
         from geoweave.builders.review_cli import review_command
