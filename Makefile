@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup example test lint bench
+.PHONY: setup example test lint bench chromium
 
 $(BIN)/uv:
 	$(PY) -m venv $(VENV)
@@ -27,10 +27,17 @@ $(LS_VENV)/bin/label-studio: $(BIN)/uv
 	$(BIN)/uv venv -q --python $(PY) $(LS_VENV)
 	$(BIN)/uv pip install -q --python $(LS_VENV)/bin/python "label-studio==1.23.*"
 
+# Chromium for the report's browser test (tests/test_report.py): Debian's package, installed
+# only when no `chromium` is on the PATH (apt-get, as root or through sudo).
+CHROMIUM ?= chromium
+chromium:
+	@command -v $(CHROMIUM) >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
 example: setup
 	$(BIN)/build-dataset run examples/sf-bay.yaml --output out/sf-bay
 
-lint: setup $(LS_VENV)/bin/label-studio
+lint: setup $(LS_VENV)/bin/label-studio chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy geoweave builders sources captioning qa manifests benchmarks
