@@ -68,7 +68,7 @@ def shard_groups(recipe_path: Path) -> tuple[Any, dict[int, list[Any]]]:
 
     recipe = load_recipe(recipe_path)
     groups: dict[int, list[Any]] = defaultdict(list)
-    for tile in plan_tiles(recipe, [open_imagery(c) for c in recipe.imagery]).tiles:
+    for tile in plan_tiles(recipe, [open_imagery(c) for c in recipe.imagery]).iter_tiles():
         groups[tile.shard].append(tile)
     return recipe, dict(groups)
 

@@ -11,10 +11,10 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from geoweave.builders.outdir import (
     make_output_dir,
     remove_temporaries,
 )
-from geoweave.builders.plan import Plan, plan_tiles
+from geoweave.builders.plan import plan_tiles
+from geoweave.builders.plan_file import Plan
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
 from geoweave.builders.writers import is_complete, sidecar_path
@@ -41,7 +42,6 @@ from geoweave.protocols import ImagerySource
 from geoweave.registry import CAPTIONERS, FILTERS, QUESTION_GENERATORS, load_plugins
 from geoweave.sources.checksums import InputChecksums
 from geoweave.stats import COMPLETE, ShardStats
-from geoweave.tile import Tile
 
 log = logging.getLogger("geoweave")
 VERSIONED = ("geoweave", "ray", "osmium", "rasterio", "duckdb", "pyarrow", "webdataset", "shapely")
@@ -98,15 +98,25 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
         inputs.hash(recipe.labels.landcover.path)
     _preflight(recipe)
     _check_filters(recipe, sources)
-    plan = plan_tiles(recipe, sources)
-    outside = sum(t.plan_reject is not None for t in plan.tiles)
+    t0 = time.time()
+    meta = {b"geoweave_recipe": json.dumps(content_fingerprint(recipe)).encode()}
+    plan = plan_tiles(recipe, sources, _plan_temp_dir(recipe), meta)
     log.info(
-        "plan: %d tiles (%d outside the imagery) in %d shards",
-        len(plan.tiles),
-        outside,
-        plan.num_shards,
-    )
+        "plan: %d tiles (%d outside the imagery) in %d shards, %.1f s",
+        plan.num_tiles, plan.outside, plan.num_shards, time.time() - t0,
+    )  # fmt: skip
     return ctx, plan, inputs
+
+
+def _plan_temp_dir(recipe: Recipe) -> Path | None:
+    """Where the plan is written while it is made: the cache (a continent's plan file is
+    large for a RAM-backed /tmp), else the system's temporary folder."""
+    folder = cache_root(recipe) / "plans"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder
 
 
 def _preflight(recipe: Recipe) -> None:
@@ -182,47 +192,30 @@ def _fingerprint(data: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def tiles_table(tiles: Sequence[Tile]) -> pa.Table:
-    """Tiles as a table, one column per Tile field."""
-    types = {"str": pa.string(), "float": pa.float64(), "int": pa.int64()}
-    return pa.table({
-        f.name: pa.array([getattr(t, f.name) for t in tiles], types[str(f.type).split()[0]])
-        for f in fields(Tile)
-    })  # fmt: skip
-
-
-def plan_table(plan: Plan, recipe: Recipe) -> pa.Table:
-    """The plan as a table, one column per Tile field (built by column: ``asdict`` per tile
-    took 1.3 s for 37k tiles)."""
-    table = tiles_table(plan.tiles)
-    meta = {b"geoweave_recipe": json.dumps(content_fingerprint(recipe)).encode()}
-    return table.replace_schema_metadata(meta)
-
-
-def _check_plan(out_dir: Path, table: pa.Table) -> bool:
+def _check_plan(out_dir: Path, plan: Plan) -> bool:
     """A rerun must plan the same tiles into the same shards from the same recipe content, or
     resume would mix two builds in one folder. Returns True when the folder holds this very
-    plan already (it is not rewritten). A damaged plan file is reported and re-derived; the
-    recipe is then checked against the newest readable run record instead."""
+    plan already (the build then reads that file). A damaged plan file is reported and
+    re-derived; the recipe is then checked against the newest readable run record instead."""
     path = out_dir / PLAN
     if not path.exists():
         return False
-    now = json.loads(table.schema.metadata[b"geoweave_recipe"])
+    now = json.loads(pq.read_schema(plan.path).metadata[b"geoweave_recipe"])
     try:
-        old = pq.read_table(path, columns=["key", "shard"])
+        same = plan.same_as(path)
+        before = (pq.read_schema(path).metadata or {}).get(b"geoweave_recipe", b"{}")
     except (pa.ArrowException, OSError) as e:
         log.warning("%s is damaged (%s); re-deriving it from the recipe", path, e)
         recorded = newest_run(out_dir)
         if recorded is not None and isinstance(recorded.get("recipe"), dict):
             _compare_content(out_dir, _fingerprint(recorded["recipe"]), now)
         return False
-    if old.to_pylist() != table.select(["key", "shard"]).to_pylist():
+    if not same:
         raise FatalError(
             f"{out_dir} holds a build with a different tile plan (recipe changed?); {_HINT}"
         )
-    _compare_content(
-        out_dir, json.loads((old.schema.metadata or {}).get(b"geoweave_recipe", b"{}")), now
-    )
+    _compare_content(out_dir, json.loads(before), now)
+    plan.use(path)
     return True
 
 
@@ -239,10 +232,12 @@ def _compare_content(out_dir: Path, before: dict[str, str], now: dict[str, str])
         )
 
 
-def _write_plan(out_dir: Path, table: pa.Table) -> None:
+def _write_plan(out_dir: Path, plan: Plan) -> None:
+    """Move the plan file into the folder (under a temporary name there, then renamed)."""
     with atomic_path(out_dir / PLAN) as tmp:
-        pq.write_table(table, tmp)
+        shutil.move(plan.path, tmp)
         crash_point("plan")
+    plan.use(out_dir / PLAN)
 
 
 def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[str, Any]:
@@ -256,8 +251,7 @@ def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[s
     out_dir = recipe.output.dir.resolve()
     check_output_dir(out_dir, recipe.name)
     ctx, plan, inputs = checked_prepare(recipe, out_dir)
-    table = plan_table(plan, recipe)
-    plan_unchanged = _check_plan(out_dir, table)
+    plan_unchanged = _check_plan(out_dir, plan)
     timings["prepare_s"] = time.time() - t0
     started_ray = False
     if recipe.execution.ray_address:  # a bad cluster address fails before any output
@@ -269,7 +263,7 @@ def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[s
         manifest = ManifestBuilder(out_dir, recipe.name)  # loads sidecars as shards complete
         try:
             if not plan_unchanged:  # a resume leaves the plan file as it is
-                _write_plan(out_dir, table)
+                _write_plan(out_dir, plan)
             todo, results = _shards(ctx, plan, inputs, manifest, progress, timings, verify)
         except BaseException:
             manifest.abort()
@@ -392,7 +386,7 @@ def _run_record(
         "shards_planned": plan.num_shards,
         "shards_run": shards_run,
         "shards_failed": sum(r.status != COMPLETE for r in results),
-        "tiles_planned": len(plan.tiles),
+        "tiles_planned": plan.num_tiles,
         "osm_snapshot": ctx.osm_snapshot,
     }
 

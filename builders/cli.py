@@ -22,6 +22,7 @@ EPILOG = """examples:
   build-dataset review import out/sf-bay
   build-dataset export out/sf-bay --where "split = 'test'" --to out/sf-bay-test
   build-dataset report out/sf-bay
+  build-dataset publish out/sf-bay --repo-id my-org/sf-bay --dry-run
 """
 
 
@@ -102,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     from geoweave.builders.review_cli import add_parser
 
     add_parser(sub)
+    from geoweave.builders.hub import add_parser as add_publish_parser
+
+    add_publish_parser(sub)
     return p
 
 
@@ -150,6 +154,10 @@ def _command(args: argparse.Namespace) -> int:
             export_subset(Path(args.out), args.where, Path(args.to), args.samples_per_shard)
         )
         return 0
+    if args.command == "publish":
+        from geoweave.builders.hub import publish_command
+
+        return publish_command(args)
     if args.command == "report":
         from geoweave.manifests.report import write_report
 
@@ -177,17 +185,12 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _plan(recipe: Any) -> int:
-    from collections import Counter
-
     from geoweave.builders.build import checked_prepare
 
     _, plan, _ = checked_prepare(recipe.check_components(), recipe.output.dir)
-    by = Counter((t.source, t.gsd_m, t.plan_reject or "planned") for t in plan.tiles)
-    for (source, gsd, state), n in sorted(by.items()):
+    for (source, gsd, state), n in sorted(plan.counts.items()):
         print(f"{source:20s} {gsd:8g} m  {state:22s} {n:7d} tiles")
-    print(
-        f"{len(plan.tiles)} tiles in {plan.num_shards} shards of {recipe.output.samples_per_shard}"
-    )
+    print(f"{plan.num_tiles} tiles in {plan.num_shards} shards of {plan.per_shard}")
     return 0
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from geoweave.builders.build import tiles_table
 from geoweave.builders.outdir import OutputLock
+from geoweave.builders.plan_file import tiles_table
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import FatalError
 from geoweave.files import atomic_path

@@ -1,24 +1,38 @@
 """The tile plan: which tiles exist and which shard each one goes to, fixed before work starts.
 
 The plan is a pure function of the recipe and the imagery footprints, so a rerun computes the
-same shards with the same tiles; that is what makes resume safe.
+same shards with the same tiles; that is what makes resume safe. It streams: cells are made a
+strip at a time and appended to the plan file (``plan_file``), so a continent's plan is never
+held in memory (splits are the exception: they need every tile's footprint, as arrays).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from geoweave.builders.plan_file import (
+    SCHEMA,
+    Plan,
+    PlanWriter,
+    remove_with,
+    set_splits,
+    temp_plan_path,
+)
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.splits import with_splits
+from geoweave.builders.splits import plan_splits
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
 from geoweave.record import is_upsampled
-from geoweave.sources.grid import cells_over, grid_crs_for, split_antimeridian, tile_key
+from geoweave.sources.grid import cells_by_strip, grid_crs_for, key_prefix, split_antimeridian
 from geoweave.tile import Tile
 
 log = logging.getLogger("geoweave")
@@ -28,18 +42,6 @@ NO_COVERAGE = "no_imagery_coverage"
 # and reads few label partitions.
 STRIP_ROWS = 8
 CLIPPED_WARNING = 0.5  # the plan warns when a source's stretch clips more of its pixels
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Tiles in shard order; shard ``s`` holds ``tiles[s * per_shard : (s + 1) * per_shard]``."""
-
-    tiles: tuple[Tile, ...]
-    num_shards: int
-    per_shard: int
-
-    def shard_tiles(self, shard: int) -> list[Tile]:
-        return list(self.tiles[shard * self.per_shard : (shard + 1) * self.per_shard])
 
 
 def area_geometry(recipe: Recipe, sources: Sequence[ImagerySource]) -> BaseGeometry:
@@ -89,41 +91,102 @@ def warn_clipping(src: ImagerySource) -> None:
         )  # fmt: skip
 
 
-def plan_tiles(recipe: Recipe, sources: Sequence[ImagerySource]) -> Plan:
-    """Every tile of every source and GSD over the area, assigned to shards."""
+def plan_tiles(
+    recipe: Recipe,
+    sources: Sequence[ImagerySource],
+    temp_dir: Path | None = None,
+    metadata: dict[bytes, bytes] | None = None,
+) -> Plan:
+    """Every tile of every source and GSD over the area, assigned to shards, streamed a strip
+    of cells at a time to a temporary plan file (in ``temp_dir``, else the system's; removed
+    with the ``Plan`` unless ``Plan.install`` moved it)."""
     area = area_geometry(recipe, sources)
-    size = recipe.tiles.size_px
-    per = recipe.output.samples_per_shard
-    tiles: list[Tile] = []
-    crs = grid_crs_for(area, recipe.tiles.grid_crs)  # one grid for every source
-    for src in sources:
-        warn_clipping(src)
-        covered = _covered(area, src)
-        for gsd in recipe.tiles.gsd_m:
-            if is_upsampled(gsd, src.res_m):
-                log.warning(
-                    "imagery %s has a ground resolution of %.3g m: tiles at %g m are upsampled "
-                    "%.1fx (no new detail); samples record upsampled = true and captions state "
-                    "%.3g m",
-                    src.name, src.res_m, gsd, src.res_m / gsd, src.res_m,
-                )  # fmt: skip
-            cells = cells_over(covered, crs, gsd * size) if not covered.is_empty else []
-            cells.sort(key=lambda c: (-(c[1] // STRIP_ROWS), c[0], -c[1]))
-            grid = [
-                Tile(tile_key(src.name, gsd, crs, col, row), src.name, crs, gsd, size, col, row)
-                for col, row in cells
-            ]
-            items = src.plan(grid)  # the source picks what covers each tile, without pixels
-            # Each tile is built once more with its shard and item (a million tiles: dataclass
-            # ``replace`` twice per tile cost seconds).
-            first = len(tiles)
-            tiles += [
-                Tile(t.key, t.source, crs, gsd, size, t.col, t.row, (first + i) // per,
-                     None if item else NO_COVERAGE, item)
-                for i, (t, item) in enumerate(zip(grid, items, strict=True))
-            ]  # fmt: skip
-    if not tiles:
+    path = temp_plan_path(temp_dir)
+    writer = PlanWriter(path, recipe.output.samples_per_shard, metadata or {})
+    try:
+        crs = grid_crs_for(area, recipe.tiles.grid_crs)  # one grid for every source
+        for src in sources:
+            warn_clipping(src)
+            covered = _covered(area, src)
+            for gsd in recipe.tiles.gsd_m:
+                _warn_upsampled(src, gsd)
+                for strip in _strips(covered, crs, gsd * recipe.tiles.size_px):
+                    writer.add(_plan_strip(src, strip, crs, gsd, recipe, writer.num_tiles))
+        plan = writer.finish()
+    except BaseException:
+        writer.abort()
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+    remove_with(plan, path.parent)
+    if not plan.num_tiles:
         raise FatalError("the area holds no tiles: check area.bbox / area.geojson and the imagery")
     if recipe.splits.enabled:
-        tiles = with_splits(tiles, recipe.splits, recipe.seed)
-    return Plan(tuple(tiles), num_shards=(len(tiles) + per - 1) // per, per_shard=per)
+        set_splits(plan, plan_splits(plan, recipe.splits, recipe.seed))
+    return plan
+
+
+def _strips(
+    covered: BaseGeometry, crs: str, ground_m: float
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    if covered.is_empty:
+        return iter(())
+    return cells_by_strip(covered, crs, ground_m, STRIP_ROWS)
+
+
+def _warn_upsampled(src: ImagerySource, gsd: float) -> None:
+    if is_upsampled(gsd, src.res_m):
+        log.warning(
+            "imagery %s has a ground resolution of %.3g m: tiles at %g m are upsampled "
+            "%.1fx (no new detail); samples record upsampled = true and captions state "
+            "%.3g m",
+            src.name, src.res_m, gsd, src.res_m / gsd, src.res_m,
+        )  # fmt: skip
+
+
+def _plan_strip(
+    src: ImagerySource,
+    cells: tuple[np.ndarray, np.ndarray],
+    crs: str,
+    gsd: float,
+    recipe: Recipe,
+    first: int,
+) -> pa.Table:
+    """One strip's tiles as plan rows, shards numbered on from ``first``, built by column."""
+    cols, rows = cells
+    n, size = len(cols), recipe.tiles.size_px
+    items = _items(src, cols, rows, crs, gsd, size)  # what covers each tile, without pixels
+    text = pc.binary_join_element_wise(
+        pc.cast(pa.array(cols), pa.string()), pc.cast(pa.array(rows), pa.string()), "_"
+    )
+    item_array = pa.array(items, pa.string())
+    columns = {
+        "key": pc.binary_join_element_wise(key_prefix(src.name, gsd, crs), text, ""),
+        "source": pa.repeat(src.name, n),
+        "crs": pa.repeat(crs, n),
+        "gsd_m": pa.array(np.full(n, gsd, dtype=np.float64)),
+        "size_px": pa.array(np.full(n, size, dtype=np.int64)),
+        "col": pa.array(cols),
+        "row": pa.array(rows),
+        "shard": pa.array(
+            (first + np.arange(n, dtype=np.int64)) // recipe.output.samples_per_shard
+        ),
+        "plan_reject": pc.if_else(item_array.is_null(), NO_COVERAGE, pa.nulls(n, pa.string())),
+        "item": item_array,
+        "split": pa.nulls(n, pa.string()),
+    }
+    return pa.table(columns, schema=SCHEMA)
+
+
+def _items(
+    src: ImagerySource, cols: np.ndarray, rows: np.ndarray, crs: str, gsd: float, size: int
+) -> list[str | None]:
+    """The source's item per cell: its vectorised ``plan_cells`` when it has one, else its
+    ``plan`` of Tile objects (the protocol's method)."""
+    fast = getattr(src, "plan_cells", None)
+    if callable(fast):
+        return list(fast(crs, gsd * size, cols, rows))
+    prefix = key_prefix(src.name, gsd, crs)
+    return src.plan([
+        Tile(f"{prefix}{c}_{r}", src.name, crs, gsd, size, c, r)
+        for c, r in zip(cols.tolist(), rows.tolist(), strict=True)
+    ])  # fmt: skip

@@ -34,8 +34,12 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import shapely
 
+from geoweave.builders.plan_file import Plan
 from geoweave.builders.recipe import SPLIT_NAMES, SplitsConfig
 from geoweave.tile import Tile
 
@@ -49,39 +53,82 @@ _UNDEALT = -1  # a block not dealt to a split yet
 Stratum = tuple[str, float]  # (imagery source, GSD)
 
 
-def with_splits(tiles: Sequence[Tile], config: SplitsConfig, seed: int) -> list[Tile]:
-    """The tiles with their ``split`` set (built positionally: ``dataclasses.replace`` takes
-    1.5x as long, 3 s for a million tiles)."""
-    splits = assign_splits(tiles, config, seed)
-    return [
-        Tile(t.key, t.source, t.crs, t.gsd_m, t.size_px, t.col, t.row, t.shard, t.plan_reject,
-             t.item, s)
-        for t, s in zip(tiles, splits, strict=True)
-    ]  # fmt: skip
-
-
 def assign_splits(tiles: Sequence[Tile], config: SplitsConfig, seed: int) -> list[str | None]:
     """The split of each tile (``train``, ``val``, ``test``, ``buffer``; None for a tile the
     plan rejected), as the module docstring says."""
-    live = [i for i, t in enumerate(tiles) if t.plan_reject is None]
-    out: list[str | None] = [None] * len(tiles)
-    if not live:
+    live = np.array([t.plan_reject is None for t in tiles], dtype=bool)
+    chosen = [t for t in tiles if t.plan_reject is None]
+    kinds = sorted({(t.source, t.gsd_m) for t in chosen})
+    index = {k: i for i, k in enumerate(kinds)}
+    return split_labels(
+        live,
+        np.array([t.bounds for t in chosen], dtype=np.float64).reshape(-1, 4),
+        np.array([index[(t.source, t.gsd_m)] for t in chosen], dtype=np.int64),
+        kinds,
+        {t.crs for t in chosen},
+        max((t.ground_m for t in tiles), default=0.0),
+        config,
+        seed,
+    )
+
+
+def plan_splits(plan: Plan, config: SplitsConfig, seed: int) -> list[str | None]:
+    """``assign_splits`` of a plan file's tiles, from its columns (no Tile objects)."""
+    cols = ["source", "crs", "gsd_m", "size_px", "col", "row", "plan_reject"]
+    table = pq.read_table(plan.path, columns=cols)
+    live = table.column("plan_reject").is_null().to_numpy(zero_copy_only=False)
+    ground = table.column("gsd_m").to_numpy() * table.column("size_px").to_numpy()
+    col, row = table.column("col").to_numpy(), table.column("row").to_numpy()
+    g = ground[live]
+    bounds = np.column_stack([col[live] * g, row[live] * g, (col[live] + 1) * g,
+                              (row[live] + 1) * g])  # fmt: skip
+    kinds, codes = _strata(
+        table.column("source").filter(pa.array(live)), table.column("gsd_m").to_numpy()[live]
+    )
+    crs = set(pc.unique(table.column("crs").filter(pa.array(live))).to_pylist())
+    return split_labels(
+        live, bounds, codes, kinds, crs, float(ground.max(initial=0.0)), config, seed
+    )
+
+
+def _strata(source: pa.ChunkedArray, gsd: np.ndarray) -> tuple[list[Stratum], np.ndarray]:
+    """The sorted (source, GSD) kinds and each tile's kind, by integer codes throughout."""
+    names = source.combine_chunks().dictionary_encode()
+    src_code = names.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    gsds, gsd_code = np.unique(gsd, return_inverse=True)
+    pairs, code = np.unique(src_code * len(gsds) + gsd_code.reshape(-1), return_inverse=True)
+    found = [(names.dictionary[int(p) // len(gsds)].as_py(), float(gsds[p % len(gsds)]))
+             for p in pairs]  # fmt: skip
+    order = sorted(range(len(found)), key=found.__getitem__)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return [found[i] for i in order], rank[code.reshape(-1)]
+
+
+def split_labels(
+    live: np.ndarray,
+    bounds: np.ndarray,
+    stratum_of: np.ndarray,
+    kinds: list[Stratum],
+    crs: set[str],
+    ground_max: float,
+    config: SplitsConfig,
+    seed: int,
+) -> list[str | None]:
+    """Splits of all tiles from the footprints (grid CRS) and strata of the live ones."""
+    out: list[str | None] = [None] * len(live)
+    if not len(bounds):
         return out
-    chosen = [tiles[i] for i in live]
-    if len({t.crs for t in chosen}) > 1:
+    if len(crs) > 1:
         raise ValueError("splits need one grid CRS for every tile")
     names = [n for n in PRIORITY if n in config.fractions]
-    bounds = np.array([t.bounds for t in chosen], dtype=np.float64)
     block_of, n_blocks = _blocks(bounds, config.block_m)
-    strata = [(t.source, t.gsd_m) for t in chosen]
-    block_split = _deal(block_of, n_blocks, strata, names, config, seed)
-    buffer_m = config.buffer_m
-    if buffer_m is None:
-        buffer_m = max(t.ground_m for t in tiles)
+    block_split = _deal(block_of, n_blocks, stratum_of, kinds, names, config, seed)
+    buffer_m = config.buffer_m if config.buffer_m is not None else ground_max
     codes = _buffer(shapely.box(*bounds.T), block_split[block_of], len(names), buffer_m)
     _log_summary(codes, block_split, names, config.block_m, buffer_m)
     labels = [*names, BUFFER]  # code -1 is the last
-    for i, c in zip(live, codes.tolist(), strict=True):
+    for i, c in zip(np.flatnonzero(live).tolist(), codes.tolist(), strict=True):
         out[i] = labels[c]
     return out
 
@@ -112,7 +159,8 @@ def _targets(names: list[str], fractions: dict[str, float], n: int) -> dict[str,
 def _deal(
     block_of: np.ndarray,
     n_blocks: int,
-    strata: list[Stratum],
+    stratum_of: np.ndarray,
+    kinds: list[Stratum],
     names: list[str],
     config: SplitsConfig,
     seed: int,
@@ -122,7 +170,7 @@ def _deal(
     random.Random(f"{seed}|splits").shuffle(order)
     rank = np.empty(n_blocks, dtype=np.int64)
     rank[order] = np.arange(n_blocks)
-    carried = _blocks_of_strata(block_of, strata, rank)
+    carried = _blocks_of_strata(block_of, stratum_of, kinds, rank)
     split = np.full(n_blocks, _UNDEALT, dtype=np.int64)
     _seed_strata(carried, split, names, config.block_m)
     _fill(order, split, names, _targets(names, config.fractions, n_blocks))
@@ -160,12 +208,9 @@ def _fill(order: list[int], split: np.ndarray, names: list[str], targets: dict[s
 
 
 def _blocks_of_strata(
-    block_of: np.ndarray, strata: list[Stratum], rank: np.ndarray
+    block_of: np.ndarray, stratum_of: np.ndarray, kinds: list[Stratum], rank: np.ndarray
 ) -> dict[Stratum, np.ndarray]:
     """Stratum -> the blocks holding a tile of it, in shuffled order."""
-    kinds = sorted(set(strata))
-    index = {s: i for i, s in enumerate(kinds)}
-    stratum_of = np.fromiter((index[s] for s in strata), dtype=np.int64, count=len(strata))
     out = {}
     for i, kind in enumerate(kinds):
         blocks = np.unique(block_of[stratum_of == i])

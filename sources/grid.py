@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -89,19 +90,49 @@ def transform_geom(geom: Any, src: str, dst: str) -> Any:
 
 def cells_over(area_lonlat: BaseGeometry, crs: str, ground_m: float) -> list[tuple[int, int]]:
     """Grid cells (col, row) of size ``ground_m`` whose square intersects the area."""
+    return [
+        (int(c), int(r))
+        for cols, rows in cells_by_strip(area_lonlat, crs, ground_m, 1)
+        for c, r in zip(cols, rows, strict=True)
+    ]
+
+
+def cells_by_strip(
+    area_lonlat: BaseGeometry, crs: str, ground_m: float, strip_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The cells (cols, rows) over the area one strip of ``strip_rows`` rows at a time, strips
+    from north to south, each strip's cells by column (west to east), then row (north to south).
+
+    A strip is a patch of ground: the area is clipped to it first, so a continent's outline is
+    tested piecewise and never more than one strip of cells is held.
+    """
     area = transform_geom(shapely.segmentize(area_lonlat, 0.01), "EPSG:4326", crs)
+    if area.is_empty:
+        return
     minx, miny, maxx, maxy = area.bounds
-    cols = range(math.floor(minx / ground_m), math.ceil(maxx / ground_m))
+    xs = np.arange(math.floor(minx / ground_m), math.ceil(maxx / ground_m))
     rows = range(math.floor(miny / ground_m), math.ceil(maxy / ground_m))
-    shapely.prepare(area)
-    cells: list[tuple[int, int]] = []
-    xs = np.arange(cols.start, cols.stop)
-    for row in rows:  # one vectorised test per row of cells
-        boxes = shapely.box(
-            xs * ground_m, row * ground_m, (xs + 1) * ground_m, (row + 1) * ground_m
-        )
-        cells.extend((int(c), row) for c in xs[shapely.intersects(area, boxes)])
-    return cells
+    if not rows:
+        return
+    top, bottom = (rows.stop - 1) // strip_rows, rows.start // strip_rows
+    for strip in range(top, bottom - 1, -1):
+        lo, hi = strip * strip_rows, (strip + 1) * strip_rows
+        part = area.intersection(shapely.box(minx, lo * ground_m, maxx, hi * ground_m))
+        if part.is_empty:
+            continue
+        shapely.prepare(part)
+        cols, rows_of = [], []
+        for row in range(hi - 1, lo - 1, -1):  # one vectorised test per row of cells
+            boxes = shapely.box(
+                xs * ground_m, row * ground_m, (xs + 1) * ground_m, (row + 1) * ground_m
+            )
+            hit = xs[shapely.intersects(part, boxes)]
+            cols.append(hit)
+            rows_of.append(np.full(len(hit), row, dtype=np.int64))
+        c, r = np.concatenate(cols).astype(np.int64), np.concatenate(rows_of)
+        order = np.lexsort((-r, c))  # by column, then north to south
+        if len(order):
+            yield c[order], r[order]
 
 
 @functools.lru_cache(maxsize=64)
@@ -109,5 +140,10 @@ def epsg_code(crs: str) -> int:
     return CRS.from_user_input(crs).to_epsg() or 0
 
 
+def key_prefix(source: str, gsd_m: float, crs: str) -> str:
+    """What every key of one source, GSD and grid starts with (``.`` spelled ``p``)."""
+    return f"{source}_{gsd_m:g}m_{epsg_code(crs)}_".replace(".", "p")
+
+
 def tile_key(source: str, gsd_m: float, crs: str, col: int, row: int) -> str:
-    return f"{source}_{gsd_m:g}m_{epsg_code(crs)}_{col}_{row}".replace(".", "p")
+    return f"{key_prefix(source, gsd_m, crs)}{col}_{row}"

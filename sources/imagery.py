@@ -229,6 +229,16 @@ class GeoTiffSource:
         box = shapely.segmentize(shapely.box(w, s, e, n), max(e - w, n - s) / 32)
         return transform_geom(box, self.crs, crs)
 
+    def plan_cells(
+        self, crs: str, ground_m: float, cols: np.ndarray, rows: np.ndarray
+    ) -> list[str | None]:
+        """``plan`` of the grid cells (cols, rows) of ``ground_m`` in ``crs``, without Tile
+        objects (the planner's fast path: a strip of cells at a time)."""
+        boxes = shapely.box(cols * ground_m, rows * ground_m, (cols + 1) * ground_m,
+                            (rows + 1) * ground_m)  # fmt: skip
+        hits = shapely.intersects(self._outline(crs), boxes)
+        return [self.path.name if h else None for h in hits.tolist()]
+
     def plan(self, tiles: Sequence[Tile]) -> list[str | None]:
         """Per tile, the file name when the tile meets the raster, else None.
 

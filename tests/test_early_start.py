@@ -60,7 +60,7 @@ def test_early_worker_and_driver_share_the_shards_without_overlap(tmp_path: Path
     assert all(st.worker and "-before-ray:" in st.worker for st in early)
     assert all(is_complete(out, "early", s) for s in done)
     keys = [k for p in out.glob("*.samples.parquet") for k in pq.read_table(p)["key"].to_pylist()]
-    assert len(keys) == len(set(keys)) == len(plan.tiles)
+    assert len(keys) == len(set(keys)) == len(plan.load_tiles())
 
 
 @pytest.mark.integration

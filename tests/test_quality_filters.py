@@ -143,7 +143,7 @@ def test_a_mask_band_the_source_lacks_fails_the_build_before_work(tmp_path: Path
         prepare(recipe, tmp_path / "out")
     ok = recipe.model_copy(update={"filters": {**recipe.filters, "cloud_v1": {"mask_band": 4}}})
     _, plan, _ = prepare(ok, tmp_path / "out")
-    assert plan.tiles
+    assert plan.num_tiles
 
 
 # ---- saturation_v1 and the plan's clipping warning -----------------------------------------

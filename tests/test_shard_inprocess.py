@@ -33,7 +33,7 @@ def test_shard_carries_osm_provenance(tmp_path: Path) -> None:
     assert plan.num_shards == 1 and ctx.osm_snapshot == "2016-07-12T16:09:43Z"
     assert str(SF_BAY / "West-Oakland.osm.bz2") in inputs
     stats = run_shard(ctx, 0, plan.shard_tiles(0))
-    assert is_complete(tmp_path, "wo", 0) and stats.tiles == len(plan.tiles)
+    assert is_complete(tmp_path, "wo", 0) and stats.tiles == len(plan.load_tiles())
     rows = pq.read_table(tmp_path / "wo-000000.samples.parquet").to_pylist()
     with_osm = [r for r in rows if r["osm_ids"]]
     assert with_osm and stats.kept >= 1

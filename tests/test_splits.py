@@ -204,7 +204,7 @@ def test_a_changed_split_setting_refuses_a_resume(tmp_path: Path) -> None:
 def test_splits_are_off_by_default() -> None:
     recipe = _recipe(Path("unused"))
     plan = plan_tiles(recipe, [open_imagery(c) for c in recipe.imagery])
-    assert {t.split for t in plan.tiles} == {None}
+    assert {t.split for t in plan.load_tiles()} == {None}
 
 
 def test_every_sample_of_a_shard_carries_its_planned_split(tmp_path: Path) -> None:
@@ -212,7 +212,7 @@ def test_every_sample_of_a_shard_carries_its_planned_split(tmp_path: Path) -> No
     recipe = _recipe(tmp_path, splits=splits).check_components()
     ctx, plan, _ = prepare(recipe, tmp_path)
     assert plan.num_shards == 1
-    planned = {t.key: t.split for t in plan.tiles}
+    planned = {t.key: t.split for t in plan.load_tiles()}
     assert set(planned.values()) == {"train", "val", "test", "buffer"}
     run_shard(ctx, 0, plan.shard_tiles(0))
     rows = pq.read_table(tmp_path / "splits-000000.samples.parquet").to_pylist()
