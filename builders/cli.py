@@ -21,6 +21,7 @@ EPILOG = """examples:
   build-dataset review export out/sf-bay --sample 50 --stratify-by gsd
   build-dataset review import out/sf-bay
   build-dataset export out/sf-bay --where "split = 'test'" --to out/sf-bay-test
+  build-dataset publish out/sf-bay --repo-id my-org/sf-bay --dry-run
   build-dataset report out/sf-bay
   build-dataset publish out/sf-bay --repo-id my-org/sf-bay --dry-run
 """
@@ -163,6 +164,10 @@ def _command(args: argparse.Namespace) -> int:
 
         print(write_report(Path(args.out), args.seed, args.gallery))
         return 0
+    if args.command == "publish":
+        from geoweave.builders.hub import publish_command
+
+        return publish_command(args)
     if args.command == "review":
         from geoweave.builders.review_cli import review_command
 
