@@ -1,0 +1,300 @@
+"""The HTML report on a real build: the SF Bay example with splits, a seeded land-cover raster
+and a vector park whose name is hostile markup, then three reviews (one caption edited into
+hostile markup too). The page's numbers are checked against the manifest, and the page is
+loaded in a real headless Chromium: no console error, every image decoded, no injected
+script ran, and a screenshot whose map and gallery are not blank."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import duckdb
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.transform import from_origin
+
+from tests.conftest import REPO, run_cli, run_main
+
+pytestmark = pytest.mark.integration
+
+HOSTILE = '<script>document.body.dataset.pwned="1"</script><img src=x onerror="document.body.dataset.pwned=2">'
+HOSTILE_CAPTION = "</li></ul><script>document.body.dataset.pwned='3'</script> & a park"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _inputs(folder: Path) -> list[str]:
+    """A seeded land-cover raster (ESA WorldCover codes, 0.002 degree cells) over the area
+    and a park polygon over the East Bay: the ``--set`` flags that add them to the recipe."""
+    rng = np.random.default_rng(0)
+    blocks = rng.choice(np.array([10, 30, 50, 80], dtype=np.uint8), size=(9, 18))
+    classes = np.kron(blocks, np.ones((10, 10), dtype=np.uint8))
+    raster = folder / "landcover.tif"
+    profile = {"driver": "GTiff", "width": 180, "height": 90, "count": 1, "dtype": "uint8"}
+    transform = from_origin(-122.52, 37.87, 0.002, 0.002)
+    with rasterio.open(raster, "w", crs="EPSG:4326", transform=transform, **profile) as dst:
+        dst.write(classes, 1)
+    park = folder / "park.geojson"
+    ring = [
+        [-122.30, 37.76],
+        [-122.20, 37.76],
+        [-122.20, 37.84],
+        [-122.30, 37.84],
+        [-122.30, 37.76],
+    ]
+    park.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"id": 1, "leisure": "park", "name": HOSTILE},
+        "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))  # fmt: skip
+    return ["--set", "splits.enabled=true",
+            "--set", f"labels.landcover={{path: {raster}, legend: esa_worldcover}}",
+            "--set", f"labels.vector=[{{path: {park}, name: parks, tag_columns: [leisure, name]}}]"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    tmp = tmp_path_factory.mktemp("report")
+    out, flags = tmp / "out", _inputs(tmp)
+    recipe = str(REPO / "examples/sf-bay.yaml")
+    res = run_cli("run", recipe, "--output", str(out), "--no-progress", *flags)
+    assert res.returncode == 0, res.stderr[-3000:]
+    at_build = (out / "report.html").read_text()
+    again = run_main("report", str(out))  # the same build, the same seed: the same page
+    assert again.returncode == 0 and again.stdout.strip() == str(out / "report.html")
+    return SimpleNamespace(
+        out=out, stderr=res.stderr, html=at_build, again=again, args=[recipe, *flags]
+    )
+
+
+@pytest.fixture(scope="module")
+def reviewed(built: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A copy of the build with three of the gallery's samples reviewed (accepted; rejected;
+    accepted with its first caption edited), through a Label Studio JSON export file."""
+    out = tmp_path_factory.mktemp("reviewed") / "out"
+    shutil.copytree(built.out, out)
+    keys = [c.find("img").attrs["alt"] for c in parse(built.html).by_id("gallery").find_all("div", class_="card")][:3]  # fmt: skip
+    where = "key IN (" + ", ".join(f"'{k}'" for k in keys) + ")"
+    tasks_file = out.parent / "tasks.json"
+    res = run_main("review", "export", str(out), "--where", where, "--sample", "3", "--to-file", str(tasks_file))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    tasks = sorted(json.loads(tasks_file.read_text()), key=lambda t: keys.index(t["data"]["key"]))
+    for i, (task, verdict) in enumerate(zip(tasks, ["accept", "reject", "accept"], strict=True)):
+        result = [{"from_name": "verdict", "type": "choices", "value": {"choices": [verdict]}}]
+        if verdict == "reject":
+            result.append({"from_name": "issues", "type": "choices", "value": {"choices": ["hallucination"]}})  # fmt: skip
+        if i == 2:
+            captions = [HOSTILE_CAPTION, *json.loads(task["data"]["generated"])["captions"][1:]]
+            result.append({"from_name": "captions", "type": "textarea", "value": {"text": captions}})  # fmt: skip
+        task |= {"id": i + 1, "annotations": [{"id": i + 1, "updated_at": "2026-12-01", "result": result}]}  # fmt: skip
+    (out.parent / "export.json").write_text(json.dumps(tasks))
+    res = run_main("review", "import", str(out), "--from-file", str(out.parent / "export.json"))
+    assert res.returncode == 0, res.stderr
+    res = run_main("report", str(out))
+    assert res.returncode == 0, res.stderr
+    return SimpleNamespace(out=out, keys=keys, html=(out / "report.html").read_text())
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str]) -> None:
+        self.tag, self.attrs, self.children = tag, attrs, list[Any]()
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def find_all(self, tag: str | None = None, class_: str | None = None) -> list[Node]:
+        out = []
+        for c in self.children:
+            if isinstance(c, Node):
+                if (tag in (None, c.tag)) and (class_ in (None, c.attrs.get("class"))):
+                    out.append(c)
+                out.extend(c.find_all(tag, class_))
+        return out
+
+    def find(self, tag: str) -> Node:
+        return self.find_all(tag)[0]
+
+    def by_id(self, id_: str) -> Node:
+        (node,) = [n for n in self.find_all() if n.attrs.get("id") == id_]
+        return node
+
+
+class _Tree(HTMLParser):
+    VOID = frozenset({"img", "meta", "br", "hr", "link", "input"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack = [Node("#root", {})]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, {k: v or "" for k, v in attrs})
+        self.stack[-1].children.append(node)
+        if tag not in self.VOID:
+            self.stack.append(node)
+
+    def handle_endtag(self, tag: str) -> None:
+        while len(self.stack) > 1 and self.stack.pop().tag != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def parse(page: str) -> Node:
+    tree = _Tree()
+    tree.feed(page)
+    return tree.stack[0]
+
+
+def _sql(out: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_build_writes_the_report_and_the_command_rewrites_it(built: SimpleNamespace) -> None:
+    assert "build-dataset: report: " in built.stderr
+    assert built.again.stdout.strip().endswith("report.html")
+    assert (built.out / "report.html").read_text() == built.html  # deterministic
+    (record,) = [json.loads(p.read_text()) for p in (built.out / "_runs").glob("*.json")]
+    assert 0 < record["timings"]["report_s"] < 5
+    assert not list(built.out.glob("*.tmp-*"))
+
+
+def test_the_page_shows_the_manifest_numbers(built: SimpleNamespace) -> None:
+    doc, out = parse(built.html), built.out
+    funnel = [[td.text() for td in tr.find_all("td")] for tr in doc.by_id("funnel").find_all("tr")[1:]]  # fmt: skip
+    shown = [(int(p), s, int(r.replace(",", "")), int(m.replace(",", ""))) for p, s, r, m in funnel]
+    assert shown == _sql(out, "SELECT position, step, rejected, remaining FROM funnel ORDER BY 1")
+    status_map = doc.by_id("map").find_all("svg")[0]
+    by_fill: dict[str, int] = {}
+    for g in (g for g in status_map.find_all("g") if "data-gsd" in g.attrs):  # one per GSD, status
+        by_fill[g.attrs["fill"]] = by_fill.get(g.attrs["fill"], 0) + len(g.find_all("rect"))
+    counts = dict(
+        _sql(out, "SELECT status, count(*) FROM samples WHERE bbox IS NOT NULL GROUP BY 1")
+    )
+    assert by_fill == {"#2ca25f": counts["kept"], "#bdbdbd": counts["rejected"]}
+    assert sum(counts.values()) == 820
+    assert f"kept: {counts['kept']:,}" in status_map.text()
+    assert len(doc.by_id("map").find_all("svg")) == 2  # by status and by split
+    hist = next(s for s in doc.find_all("svg") if s.attrs.get("aria-label") == "histogram of caption length")  # fmt: skip
+    bars = [int(t.text().rsplit(": ", 1)[1].replace(",", "")) for t in hist.find_all("title")]
+    assert (
+        sum(bars) == _sql(out, "SELECT sum(len(captions)) FROM samples WHERE status = 'kept'")[0][0]
+    )
+    park = _sql(out, "SELECT count(*) FROM samples WHERE status = 'kept' AND list_bool_or([e.tags['leisure'] = 'park' FOR e IN osm])")[0][0]  # fmt: skip
+    assert f"leisure=park{park:,} tiles" in doc.by_id("tags").text().replace("…", "")
+    classes = {c for (c,) in _sql(out, "SELECT DISTINCT unnest(map_keys(landcover)) FROM samples WHERE status = 'kept'")}  # fmt: skip
+    assert len(classes) == 4 and all(c in doc.by_id("plots").text() for c in classes)
+
+
+def test_the_gallery_shows_seeded_kept_samples_with_their_images(built: SimpleNamespace) -> None:
+    from geoweave.manifests.report_data import gather
+
+    cards = parse(built.html).by_id("gallery").find_all("div", class_="card")
+    assert len(cards) == 24
+    kept = dict(_sql(built.out, "SELECT key, captions FROM samples WHERE status = 'kept'"))
+    tars: dict[str, bytes] = {}
+    for tar in built.out.glob("*.tar"):
+        with tarfile.open(tar) as t:
+            tars |= {m.name[:-4]: t.extractfile(m).read() for m in t if m.name.endswith(".jpg")}  # type: ignore[union-attr]
+    for card in cards:
+        img = card.find("img")
+        key = img.attrs["alt"]
+        assert base64.b64decode(img.attrs["src"].split(",", 1)[1]) == tars[key]
+        shown = [li.text().rsplit(" (faithfulness", 1)[0] for li in card.find_all("ul", "captions")[0].find_all("li")]  # fmt: skip
+        assert shown == [c["text"] for c in kept[key]]
+    assert [c.find("img").attrs["alt"] for c in cards] == [g.key for g in gather(built.out).gallery]
+    assert {g.key for g in gather(built.out, seed=1).gallery} != {c.find("img").attrs["alt"] for c in cards}  # fmt: skip
+
+
+def test_hostile_label_text_is_escaped(built: SimpleNamespace, reviewed: SimpleNamespace) -> None:
+    for page in (built.html, reviewed.html):
+        assert HOSTILE not in page and page.count("<script") == 1  # only the page's own
+        assert "&lt;script&gt;document.body.dataset.pwned" in page
+    doc = parse(reviewed.html)
+    assert any(HOSTILE in t.text() for t in doc.find_all("span", class_="tag"))  # shown as text
+    edited = doc.by_id("gallery").find_all("ul", class_="captions")
+    assert any(li.text().startswith(HOSTILE_CAPTION) for ul in edited for li in ul.find_all("li"))
+
+
+def test_review_statistics(reviewed: SimpleNamespace) -> None:
+    summary = parse(reviewed.html).by_id("review-summary").text()
+    assert summary == "3 reviewed: 2 accepted, 1 rejected; captions edited on 1, QA on 0"
+    stats = parse(reviewed.html).by_id("review-stats").text()
+    assert "captioner" in stats and "67%" in stats
+
+
+def _chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: `make chromium` (or apt-get install chromium)")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--force-device-scale-factor=1", "--window-size=1280,2400", f"--user-data-dir={tmp}",
+           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", *args,
+           page.as_uri()]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_chromium_loads_the_page_and_the_screenshot_shows_map_and_gallery(
+    reviewed: SimpleNamespace, tmp_path: Path
+) -> None:
+    page = reviewed.out / "report.html"
+    dom = _chromium(page, tmp_path / "a", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = parse(dom.stdout).find("body").attrs
+    assert body.get("data-ready") == "1" and "data-pwned" not in body
+    assert body["data-images"] == body["data-decoded"] == "24"
+    console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
+    assert console == [], console  # no error, no CSP violation, no log at all
+    assert dom.stdout.count("<script") == 1
+
+    shot = tmp_path / "report.png"
+    res = _chromium(page, tmp_path / "b", f"--screenshot={shot}")
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    for name in ("map", "gallery"):
+        x, y, w, h = (int(v) for v in body[f"data-{name}"].split(","))
+        area = pixels[y : min(y + h, 2400), x : x + w]
+        assert area.size and area.std() > 20, (name, area.std())
+    x, y, w, h = (int(v) for v in body["data-map"].split(","))
+    r, g, b = (pixels[y : y + h, x : x + w, i] for i in range(3))
+    assert ((g > r + 40) & (g > b + 10)).sum() > 500  # kept tiles: green
+    assert ((b > r + 60) & (b > g + 20)).sum() > 500  # train split: blue
+
+
+def test_report_bad_input(tmp_path: Path) -> None:
+    for folder in (tmp_path, tmp_path / "missing"):
+        res = run_main("report", str(folder))
+        assert res.returncode == 2
+        assert f"{folder} holds no finished build (no manifest.duckdb)" in res.stderr
+        assert "build-dataset run RECIPE --output" in res.stderr
+
+
+def test_report_refuses_a_negative_gallery(built: SimpleNamespace) -> None:
+    res = run_main("report", str(built.out), "--gallery", "-1")
+    assert res.returncode == 2 and "--gallery -1" in res.stderr
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_build(
+    built: SimpleNamespace, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(built.out, out)
+    (out / "report.html").unlink()
+    (out / "report.html").mkdir()
+    (out / "report.html" / "x").write_text("a folder where the report goes")
+    res = run_cli("run", built.args[0], "--output", str(out), "--no-progress", *built.args[1:])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert re.search(r"the report could not be written \(\w+Error", res.stderr)
+    assert "resume: 13 shards complete already" in res.stderr
+    assert not list(out.glob("*.tmp-*"))
