@@ -79,7 +79,10 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
     for p in recipe.labels.osm:
         t0 = time.time()
         log.info("OSM index for %s (%.1f MB) ...", p, p.stat().st_size / 1e6 if p.exists() else 0)
-        idx = build_osm_index(p, cache_root(recipe) / "osm", recipe.labels.tag_keys)
+        idx = build_osm_index(
+            p, cache_root(recipe) / "osm", recipe.labels.tag_keys,
+            verify=recipe.execution.verify_inputs,
+        )  # fmt: skip
         rows = idx.meta.get("counts", {}).get("rows", "?")
         log.info("OSM index ready in %.1f s: %s features in %s", time.time() - t0, rows, idx.root)
         index_dirs.append(str(idx.root))

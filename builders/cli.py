@@ -21,7 +21,6 @@ EPILOG = """examples:
   build-dataset review export out/sf-bay --sample 50 --stratify-by gsd
   build-dataset review import out/sf-bay
   build-dataset export out/sf-bay --where "split = 'test'" --to out/sf-bay-test
-  build-dataset publish out/sf-bay --repo-id my-org/sf-bay --dry-run
   build-dataset report out/sf-bay
   build-dataset publish out/sf-bay --repo-id my-org/sf-bay --dry-run
 """
@@ -35,6 +34,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "num_cpus": "execution.num_cpus",
         "samples_per_shard": "output.samples_per_shard",
         "seed": "seed",
+        "verify_inputs": "execution.verify_inputs",
     }
     for attr, field in flags.items():
         value = getattr(args, attr, None)
@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument(
             "--set", action="append", metavar="FIELD=VALUE", help="override any recipe field"
         )
+        r.add_argument(
+            "--verify-inputs", action="store_const", const=True, help="hash each OSM file "
+            "whole to check its cached label index (default: size, mtime, sampled blocks)",
+        )  # fmt: skip
         if name == "run":
             r.add_argument(
                 "--ray-address", help="existing Ray cluster (default: start a local one)"
@@ -164,10 +168,6 @@ def _command(args: argparse.Namespace) -> int:
 
         print(write_report(Path(args.out), args.seed, args.gallery))
         return 0
-    if args.command == "publish":
-        from geoweave.builders.hub import publish_command
-
-        return publish_command(args)
     if args.command == "review":
         from geoweave.builders.review_cli import review_command
 

@@ -269,6 +269,11 @@ class ExecutionConfig(_Strict):
     cache_dir: Path | None = Field(
         None, description="label index cache; default $GEOWEAVE_CACHE or ~/.cache/geoweave"
     )
+    verify_inputs: bool = Field(
+        False,
+        description="hash every OSM file whole to check its cached index (default: size, "
+        "mtime and sampled blocks)",
+    )
 
 
 class Recipe(_Strict):

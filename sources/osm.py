@@ -18,11 +18,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,17 +39,19 @@ import shapely
 from osmium.version import pyosmium_release
 
 from geoweave.errors import FatalError
-from geoweave.sources.checksums import file_sha256
+from geoweave.sources.checksums import file_fingerprint, file_sha256
 from geoweave.sources.labels import DEFAULT_TAG_KEYS, LABEL_CRS, BBox, empty_labels
 from geoweave.sources.osm_stream import (
     BIG_CELL,
     ROW_SCHEMA,
     StreamStats,
     cell_range,
+    location_storage,
     stream_batches,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: keyed by the quick fingerprint, meta.json holds "fingerprint"
+log = logging.getLogger("geoweave")
 META_FILE = "meta.json"
 CELLS_DIR = "cells"
 CACHED_CELLS = 64
@@ -58,17 +62,23 @@ def build_osm_index(
     cache_dir: str | Path,
     tag_keys: Sequence[str] = DEFAULT_TAG_KEYS,
     cell_deg: float = 0.05,
+    verify: bool = False,
 ) -> OsmIndex:
     """Build the label index of an OSM file, or reuse the one already built from it.
 
     The index is written into a temporary sibling directory and renamed into place only when
-    complete, so a failed build leaves nothing behind and a rerun starts clean.
+    complete, so a failed build leaves nothing behind and a rerun starts clean. It is keyed by
+    the file's quick fingerprint (size, mtime and sampled blocks: ``file_fingerprint``), not a
+    hash of the whole file on every run; its meta.json holds the file's full sha256 too, taken
+    when it was built. ``verify`` hashes the whole file again and rebuilds the index when the
+    hashes differ.
 
     Args:
         path: ``.osm.pbf``, ``.osm`` or ``.osm.bz2`` file (anything osmium reads).
         cache_dir: where indexes live; one subdirectory per (file checksum, parameters).
         tag_keys: keep elements with at least one of these keys, and only these keys.
         cell_deg: size of the grid cells that partition the index, in degrees.
+        verify: check the file's full sha256 against the index's (``--verify-inputs``).
 
     Returns:
         The index, ready to query.
@@ -85,15 +95,16 @@ def build_osm_index(
     keys, cell_deg = tuple(dict.fromkeys(tag_keys)), float(cell_deg)
     if not keys or not cell_deg > 0:
         raise FatalError(f"OSM index needs tag keys and cell_deg > 0, got {keys}, {cell_deg}")
-    checksum = file_sha256(path)
-    root = cache_dir / index_name(checksum, keys, cell_deg)
-    if _is_complete(root, checksum):
+    fingerprint = file_fingerprint(path)
+    root = cache_dir / index_name(fingerprint, keys, cell_deg)
+    if _is_complete(root, fingerprint) and not (verify and _stale(root, path)):
         return OsmIndex(root)
     tmp = cache_dir / f".{root.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)  # not mkdtemp: the index must get the umask's permissions
     try:
-        _write_index(path, tmp, keys, cell_deg, checksum)
-        _publish(tmp, root, checksum)
+        hashing = _hash_in_background(path)
+        _write_index(path, tmp, keys, cell_deg, fingerprint, hashing)
+        _publish(tmp, root, fingerprint)
     except ValueError as err:  # libosmium refuses a tag of over 256 characters (1024 bytes)
         if "too long" not in str(err):
             raise
@@ -112,10 +123,32 @@ def build_osm_index(
     return OsmIndex(root)
 
 
-def index_name(checksum: str, tag_keys: Sequence[str], cell_deg: float) -> str:
+def index_name(fingerprint: str, tag_keys: Sequence[str], cell_deg: float) -> str:
     """Directory name of the index of one file built with one set of parameters."""
     params = json.dumps([sorted(tag_keys), cell_deg, FORMAT_VERSION])
-    return f"osm-{checksum[:16]}-{hashlib.sha256(params.encode()).hexdigest()[:8]}"
+    file_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    return f"osm-{file_id}-{hashlib.sha256(params.encode()).hexdigest()[:8]}"
+
+
+def _hash_in_background(path: Path) -> Future[str]:
+    """The file's full sha256, on a thread beside the index build (hashlib drops the GIL)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="osm-sha256")
+    future = pool.submit(file_sha256, path)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _stale(root: Path, path: Path) -> bool:
+    """``--verify-inputs``: the whole file hashed again differs from the index's hash."""
+    recorded = (_read_meta(root) or {}).get("checksum")
+    now = file_sha256(path)
+    if recorded != now:
+        log.warning(
+            "OSM file %s changed in place (its sha256 differs from its index's, though size, "
+            "mtime and sampled blocks match): rebuilding the index", path,
+        )  # fmt: skip
+        return True
+    return False
 
 
 def _read_meta(root: Path) -> dict[str, Any] | None:
@@ -126,40 +159,75 @@ def _read_meta(root: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def _is_complete(root: Path, checksum: str) -> bool:
+def _is_complete(root: Path, fingerprint: str) -> bool:
     meta = _read_meta(root) or {}
-    return meta.get("checksum") == checksum and meta.get("format_version") == FORMAT_VERSION
+    return meta.get("fingerprint") == fingerprint and meta.get("format_version") == FORMAT_VERSION
 
 
 def _write_index(
-    path: Path, out: Path, keys: tuple[str, ...], cell_deg: float, checksum: str
+    path: Path,
+    out: Path,
+    keys: tuple[str, ...],
+    cell_deg: float,
+    fingerprint: str,
+    checksum: Future[str],
 ) -> None:
     """Stream the OSM file into partitioned Parquet files under ``out``, then meta.json."""
     started = time.perf_counter()
     stats = StreamStats()
-    ds.write_dataset(
-        stream_batches(path, keys, cell_deg, stats),
-        out / CELLS_DIR,
-        schema=ROW_SCHEMA,
-        format="parquet",
-        partitioning=ds.partitioning(pa.schema([("cell", pa.string())]), flavor="hive"),
-        basename_template="part-{i}.parquet",
-        existing_data_behavior="overwrite_or_ignore",
-    )
+    scratch = out.with_name(out.name + ".nodes")
+    scratch.mkdir(exist_ok=True)
+    try:
+        ds.write_dataset(
+            stream_batches(path, keys, cell_deg, stats, location_storage(path, scratch)),
+            out / CELLS_DIR,
+            schema=ROW_SCHEMA,
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([("cell", pa.string())]), flavor="hive"),
+            basename_template="part-{i}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    compacted = compact_cells(out / CELLS_DIR)
     meta = {
         "format_version": FORMAT_VERSION,
         "input": str(path.resolve()),
         "input_bytes": path.stat().st_size,
-        "checksum": checksum,
+        "fingerprint": fingerprint,
+        "checksum": checksum.result(),
         "tag_keys": list(keys),
         "cell_deg": cell_deg,
-        "counts": {**stats.counts, "partitions": len(list((out / CELLS_DIR).glob("cell=*")))},
+        "counts": {
+            **stats.counts,
+            "partitions": len(list((out / CELLS_DIR).glob("cell=*"))),
+            "partitions_compacted": compacted,
+        },
         "osm_timestamp": stats.newest_iso() or _header_time(path),
         "osmium": pyosmium_release,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "build_seconds": round(time.perf_counter() - started, 3),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def compact_cells(cells: Path) -> int:
+    """Rewrite each partition that the streamed write left in several files or row groups (a
+    large file arrives in many batches, each adding a small row group) as one file of one row
+    group, a partition at a time (bounded memory); returns how many were rewritten."""
+    done = 0
+    for cell in sorted(cells.glob("cell=*")):
+        files = sorted(cell.glob("*.parquet"))
+        if len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups == 1:
+            continue
+        table = pa.concat_tables([pq.read_table(f) for f in files])
+        tmp = cell / ".compact.parquet.tmp"
+        pq.write_table(table, tmp, row_group_size=max(table.num_rows, 1))
+        for f in files:
+            f.unlink()
+        os.replace(tmp, cell / "part-0.parquet")
+        done += 1
+    return done
 
 
 def _header_time(path: Path) -> str | None:

@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 import shapely
 
 BATCH_SIZE = 50_000
+DISK_LOCATIONS_BYTES = 512 << 20  # files from this size keep node locations on disk
+DENSE_LOCATIONS_BYTES = 8 << 30  # and from this size in a dense array
 # A feature touching more cells than this (a big lake, a national park) goes to one shared
 # partition that every query reads, instead of being copied into thousands of cells.
 MAX_CELLS_PER_FEATURE = 256
@@ -102,8 +104,24 @@ def is_linear(tags: osmium.osm.TagList) -> bool:
     return False
 
 
+def location_storage(path: Path, scratch: Path) -> str:
+    """Where osmium keeps node locations while it builds way and area geometries: in memory
+    for an extract (``flex_mem``), in a file under ``scratch`` for a large one (a country:
+    ``sparse_file_array``; a continent or the planet: ``dense_file_array``, 8 bytes per node
+    id, as osm2pgsql's flat nodes), so the build's memory does not grow with the file."""
+    size = path.stat().st_size
+    if size < DISK_LOCATIONS_BYTES:
+        return "flex_mem"
+    kind = "dense_file_array" if size >= DENSE_LOCATIONS_BYTES else "sparse_file_array"
+    return f"{kind},{scratch / 'node-locations.bin'}"
+
+
 def stream_batches(
-    path: Path, tag_keys: Sequence[str], cell_deg: float, stats: StreamStats
+    path: Path,
+    tag_keys: Sequence[str],
+    cell_deg: float,
+    stats: StreamStats,
+    locations: str = "flex_mem",
 ) -> Iterator[pa.RecordBatch]:
     """Yield record batches of label rows from the OSM file at ``path``.
 
@@ -112,6 +130,7 @@ def stream_batches(
         tag_keys: keep elements with at least one of these keys, and only these keys.
         cell_deg: grid cell size in degrees; each row is one (feature, cell) pair.
         stats: updated in place as elements are kept or skipped.
+        locations: osmium's node location storage (``location_storage``).
 
     Raises:
         RuntimeError: osmium cannot read the file (corrupt, truncated).
@@ -119,6 +138,7 @@ def stream_batches(
     keys = tuple(dict.fromkeys(tag_keys))
     processor = (
         osmium.FileProcessor(str(path))
+        .with_locations(locations)
         .with_areas(osmium.filter.KeyFilter(*keys))
         .with_filter(osmium.filter.KeyFilter(*keys))
     )

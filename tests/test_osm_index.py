@@ -161,6 +161,66 @@ def test_second_build_reuses_the_index(
     assert [p.name for p in tmp_path.iterdir()] == [first.root.name]
 
 
+def test_the_cache_key_reads_samples_not_the_whole_file_and_verify_hashes_it(
+    fixture_osm: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import os
+    import shutil
+
+    path = tmp_path / "copy.osm"
+    shutil.copy2(fixture_osm[0], path)
+    first = build_osm_index(path, tmp_path / "cache")
+    assert first.meta["checksum"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert first.meta["fingerprint"].startswith(f"{path.stat().st_size}-{path.stat().st_mtime_ns}-")
+    hashed: list[Path] = []
+    monkeypatch.setattr(osm, "file_sha256", lambda p: hashed.append(p) or "x")
+    assert build_osm_index(path, tmp_path / "cache").root == first.root and hashed == []
+    monkeypatch.undo()
+    # sample two 16-byte blocks only, then change a middle byte keeping size and mtime
+    from geoweave.sources import checksums
+
+    monkeypatch.setattr(checksums, "SAMPLE_BLOCKS", 2)
+    monkeypatch.setattr(checksums, "SAMPLE_BYTES", 16)
+    sampled = build_osm_index(path, tmp_path / "cache")
+    data = bytearray(path.read_bytes())
+    middle = data.index(b'v="', len(data) // 2) + 3
+    data[middle] = ord("Q") if data[middle] != ord("Q") else ord("R")
+    st = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert build_osm_index(path, tmp_path / "cache").checksum == sampled.checksum  # unseen
+    verified = build_osm_index(path, tmp_path / "cache", verify=True)
+    assert verified.root == sampled.root
+    assert verified.checksum == hashlib.sha256(bytes(data)).hexdigest() != sampled.checksum
+    stamp = (verified.root / "meta.json").stat().st_mtime_ns
+    again = build_osm_index(path, tmp_path / "cache", verify=True)  # now it holds: not rebuilt
+    assert (again.root / "meta.json").stat().st_mtime_ns == stamp
+
+
+def test_a_file_streamed_in_many_batches_and_node_locations_on_disk_give_the_same_index(
+    fixture_osm: tuple[Path, dict[str, Any]],
+    index: OsmIndex,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(osm_stream, "BATCH_SIZE", 3)  # many small row groups per partition
+    monkeypatch.setattr(osm_stream, "DISK_LOCATIONS_BYTES", 0)  # node locations in a file
+    assert osm_stream.location_storage(fixture_osm[0], tmp_path).startswith("sparse_file_array,")
+    small = build_osm_index(fixture_osm[0], tmp_path / "cache", cell_deg=0.001)
+    assert small.meta["counts"]["partitions_compacted"] > 0
+    for part in (small.root / "cells").glob("cell=*"):
+        files = list(part.glob("*.parquet"))
+        assert len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups == 1
+    bbox = fixture_osm[1]["bbox"]
+    assert sorted(small.query(bbox)["id"]) == sorted(index.query(bbox)["id"])
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [small.root.name]  # no scratch
+    monkeypatch.setattr(osm_stream, "DENSE_LOCATIONS_BYTES", 0)
+    assert osm_stream.location_storage(fixture_osm[0], tmp_path).startswith("dense_file_array,")
+
+
 def test_other_parameters_and_broken_index_are_rebuilt(
     fixture_osm: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
