@@ -96,10 +96,17 @@ def upload(folder: Path, repo_id: str, private: bool) -> tuple[str, str]:
 
 
 def _failure(repo_id: str, e: BaseException, token: str) -> str:
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0].replace(token, "***")
+    response = getattr(e, "response", None)
+    if response is not None:
+        said = (getattr(e, "server_message", None) or "").strip().splitlines()
+        what = f"HTTP {response.status_code} from {response.request.method} {response.request.url.path}"
+        what += f" ({said[0]})" if said else ""
+    else:
+        what = (str(e).strip().splitlines() or [type(e).__name__])[0]
     return (
-        f"the upload to {repo_id} failed: {first}; nothing half-done is visible on the Hub "
-        "(one commit at the end); rerun to retry (files already uploaded are not sent again)"
+        f"the upload to {repo_id} failed: {what.replace(token, '***')}; nothing half-done is "
+        "visible on the Hub (one commit at the end); rerun to retry (files already uploaded "
+        "are not sent again)"
     )
 
 

@@ -210,7 +210,7 @@ def _write_manifest_tables(out_dir: Path, staging: Path) -> None:
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         for t in TABLES:
             if t in present:
-                tables[t] = con.execute(f"FROM {t}").fetch_arrow_table()
+                tables[t] = con.execute(f"FROM {t}").to_arrow_table()
     finally:
         con.close()
     for t, table in tables.items():
