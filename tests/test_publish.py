@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -262,3 +263,28 @@ def test_bad_input_stops_before_any_work(
 def test_a_folder_without_a_build_is_refused(tmp_path: Path) -> None:
     res = run_main("publish", str(tmp_path), "--repo-id", REPO_ID, "--dry-run")
     assert res.returncode == 2 and "holds no finished build" in res.stderr
+
+
+def test_the_readme_load_dataset_snippet_reads_the_test_split(
+    build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    import datasets
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("\n## Publishing on the Hugging Face Hub\n")
+    section = text[start : text.index("\n## ", start + 10)]
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", section, re.DOTALL)]
+    assert run_main("publish", str(build), "--repo-id", REPO_ID, "--dry-run").returncode == 0
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path))
+    scope: dict[str, Any] = {}
+    exec(code.replace('"out/sf-bay', f'"{build}'), scope)
+    keys = kept_keys(build)["default/test"]
+    assert scope["test"].num_rows == len(keys) and scope["image"].size == (24, 24)
+    con = duckdb.connect(str(build / "manifest.duckdb"), read_only=True)
+    try:
+        first = con.execute("SELECT caption FROM samples WHERE key = ?", [keys[0]]).fetchone()
+    finally:
+        con.close()
+    assert first is not None and scope["caption"] == first[0]
