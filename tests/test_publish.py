@@ -288,3 +288,28 @@ def test_the_readme_load_dataset_snippet_reads_the_test_split(
     finally:
         con.close()
     assert first is not None and scope["caption"] == first[0]
+
+
+def test_the_card_shows_review_statistics(build: Path, tmp_path: Path) -> None:
+    """Reviews as `review import` leaves them (table reviews, view review_stats)."""
+    import shutil
+
+    from geoweave.manifests.card import card_text
+    from geoweave.manifests.card_facts import card_facts
+    from geoweave.manifests.reviews import REVIEW_ORIGIN, REVIEW_STATS
+
+    shutil.copy(build / "manifest.duckdb", tmp_path / "manifest.duckdb")
+    con = duckdb.connect(str(tmp_path / "manifest.duckdb"))
+    con.execute(
+        "CREATE TABLE reviews AS SELECT key, CASE WHEN row_number() OVER (ORDER BY key) <= 2 "
+        "THEN 'reject' ELSE 'accept' END AS verdict FROM samples WHERE status = 'kept' LIMIT 6"
+    )
+    con.execute(REVIEW_ORIGIN)
+    con.execute(REVIEW_STATS)
+    con.close()
+    facts = card_facts(tmp_path)
+    assert facts["reviews"] == (6, 4, 2)
+    text = card_text(facts, REPO_ID, [{"config_name": "default", "data_files": [
+        {"split": "train", "path": "data/train-*.parquet"}]}], [], {"train": 1})  # fmt: skip
+    assert "6 samples reviewed in Label Studio: 4 accepted, 2 rejected" in text
+    assert "| captioner | template_v1 | 6 | 0.67 |" in text
