@@ -5,10 +5,11 @@ from __future__ import annotations
 from geoweave.captioning import llm, llm_qa, questions, templates
 from geoweave.manifests import dedup, passes, same_ground, shared_captions
 from geoweave.qa import faithfulness, filters, image_quality, qa_check, text_quality
-from geoweave.sources import imagery, stac, vector
+from geoweave.sources import earthengine, imagery, stac, vector
 
 BUILT_IN = (
     imagery,
+    earthengine,
     stac,
     vector,
     templates,
