@@ -3,8 +3,9 @@ and one small script) that works offline.
 
 Its Content-Security-Policy allows nothing from the network and only this page's own style
 and script (by their SHA-256), so even markup that slipped past escaping could not run or
-fetch anything. The script sets ``data-ready`` on ``<body>`` once every image has decoded
-(with how many did) and each section's position, which the browser test reads.
+fetch anything. The script sets ``data-ready`` on ``<body>`` at the load event, with how many
+images loaded with a size (decoded) and the map's and gallery's positions, which the browser
+test reads.
 """
 
 from __future__ import annotations
@@ -29,22 +30,18 @@ table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ee
 td.n{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#b30000}
 .tag{display:inline-block;background:#eef;border-radius:3px;padding:0 4px;margin:1px}
 """
-SCRIPT = """(function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  Promise.all(imgs.map(function (i) {
-    return i.decode().then(function () { return 1; }, function () { return 0; });
-  })).then(function (ok) {
-    var b = document.body;
-    b.setAttribute('data-images', String(imgs.length));
-    b.setAttribute('data-decoded', String(ok.reduce(function (a, c) { return a + c; }, 0)));
-    ['map', 'gallery'].forEach(function (id) {
-      var r = document.getElementById(id).getBoundingClientRect();
-      b.setAttribute('data-' + id, [r.left + scrollX, r.top + scrollY, r.width, r.height]
-        .map(Math.round).join(','));
-    });
-    b.setAttribute('data-ready', '1');
+SCRIPT = """window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images), b = document.body;
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  b.setAttribute('data-images', String(imgs.length));
+  b.setAttribute('data-decoded', String(ok.length));
+  ['map', 'gallery'].forEach(function (id) {
+    var r = document.getElementById(id).getBoundingClientRect();
+    b.setAttribute('data-' + id, [r.left + scrollX, r.top + scrollY, r.width, r.height]
+      .map(Math.round).join(','));
   });
-})();"""
+  b.setAttribute('data-ready', '1');
+});"""
 
 
 def _sha(text: str) -> str:
@@ -59,16 +56,26 @@ CSP = (
 
 def render(data: ReportData) -> str:
     """The whole page for ``data``."""
-    head = join([
-        Safe('<meta charset="utf-8">'),
-        Safe(f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'),
-        el("title", f"{data.name}: build report"),
-        Safe(f"<style>{CSS}</style>"),
-    ])  # fmt: skip
-    body = join([
-        _header(data), _map(data), _gallery(data), _funnel(data), _plots(data), _tags(data),
-        _reviews(data), Safe(f"<script>{SCRIPT}</script>"),
-    ])  # fmt: skip
+    head = join(
+        [
+            Safe('<meta charset="utf-8">'),
+            Safe(f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'),
+            el("title", f"{data.name}: build report"),
+            Safe(f"<style>{CSS}</style>"),
+        ]
+    )
+    body = join(
+        [
+            _header(data),
+            _map(data),
+            _gallery(data),
+            _funnel(data),
+            _plots(data),
+            _tags(data),
+            _reviews(data),
+            Safe(f"<script>{SCRIPT}</script>"),
+        ]
+    )
     return f"<!doctype html>\n<html lang='en'><head>{head}</head><body>{body}</body></html>\n"
 
 
@@ -79,16 +86,21 @@ def _header(d: ReportData) -> Safe:
     started = d.run.get("started")
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)) if started else "unknown"
     rows = [
-        ("tiles planned", f"{d.planned:,}"), ("kept", f"{d.kept:,}"),
-        ("rejected", f"{d.planned - d.kept:,}"), ("kept by GSD (of planned)", gsd),
+        ("tiles planned", f"{d.planned:,}"),
+        ("kept", f"{d.kept:,}"),
+        ("rejected", f"{d.planned - d.kept:,}"),
+        ("kept by GSD (of planned)", gsd),
         ("kept by split", splits or "splits off"),
         ("shards", f"{complete:,} of {n_shards:,} complete, {nbytes:,} bytes"),
         ("newest run", when),
-    ]  # fmt: skip
-    return join([
-        el("h1", f"{d.name}"), el("p", "geoweave build report", class_="note"),
-        el("table", *[el("tr", el("th", k), el("td", v)) for k, v in rows], id="overview"),
-    ])  # fmt: skip
+    ]
+    return join(
+        [
+            el("h1", f"{d.name}"),
+            el("p", "geoweave build report", class_="note"),
+            el("table", *[el("tr", el("th", k), el("td", v)) for k, v in rows], id="overview"),
+        ]
+    )
 
 
 def _map(d: ReportData) -> Safe:
@@ -101,15 +113,25 @@ def _map(d: ReportData) -> Safe:
         maps.append(el("div", el("h4", "by split"), footprint_map(d.footprints, d.area, "split")))
     else:
         maps.append(el("p", "splits off (splits.enabled: false)", class_="note"))
-    return el("section", el("h2", "Map"), el("p", note, class_="note"),
-              el("div", *maps, class_="grid"), id="map")  # fmt: skip
+    return el(
+        "section",
+        el("h2", "Map"),
+        el("p", note, class_="note"),
+        el("div", *maps, class_="grid"),
+        id="map",
+    )
 
 
 def _gallery(d: ReportData) -> Safe:
     cards = [_card(item) for item in d.gallery]
     note = f"{len(cards)} kept samples drawn at random (seeded) of {d.kept:,}"
-    return el("section", el("h2", "Gallery"), el("p", note, class_="note"),
-              el("div", *cards, class_="grid"), id="gallery")  # fmt: skip
+    return el(
+        "section",
+        el("h2", "Gallery"),
+        el("p", note, class_="note"),
+        el("div", *cards, class_="grid"),
+        id="gallery",
+    )
 
 
 def _card(item: GalleryItem) -> Safe:
@@ -120,17 +142,30 @@ def _card(item: GalleryItem) -> Safe:
     else:
         img = el("p", "(image not found in the shard files)", class_="bad")
     caps = [el("li", c.get("text") or "", _faith(c)) for c in item.captions]
-    qa = [el("li", f"Q: {q.get('question')} A: {q.get('answer')}",
-             " ✓" if q.get("verified") else " (unverified)") for q in item.qa]  # fmt: skip
+    qa = [
+        el(
+            "li",
+            f"Q: {q.get('question')} A: {q.get('answer')}",
+            " ✓" if q.get("verified") else " (unverified)",
+        )
+        for q in item.qa
+    ]
     scores = ", ".join(f"{k} {v:.3g}" for k, v in sorted(item.scores.items()))
     meta = f"{item.source}, {item.gsd_m:g} m, split {item.split or 'none'}"
     return el(
-        "div", img, el("div", item.key, class_="key"), el("div", meta, class_="note"),
-        el("h4", "captions"), el("ul", *caps, class_="captions"), el("h4", "QA"),
-        el("ul", *qa, class_="qa"), el("h4", "labels"),
+        "div",
+        img,
+        el("div", item.key, class_="key"),
+        el("div", meta, class_="note"),
+        el("h4", "captions"),
+        el("ul", *caps, class_="captions"),
+        el("h4", "QA"),
+        el("ul", *qa, class_="qa"),
+        el("h4", "labels"),
         el("div", *[el("span", t, class_="tag") for t in item.labels], class_="labels"),
-        el("div", "scores: " + scores, class_="note"), class_="card",
-    )  # fmt: skip
+        el("div", "scores: " + scores, class_="note"),
+        class_="card",
+    )
 
 
 def _faith(caption: dict[str, Any]) -> Safe | None:
@@ -145,28 +180,58 @@ def _table(head: list[str], rows: list[list[Any]], id_: str | None = None) -> Sa
     def cell(v: Any) -> Safe:
         return el("td", f"{v:,}", class_="n") if isinstance(v, int) else el("td", v)
 
-    return el("table", el("tr", *[el("th", h) for h in head]),
-              *[el("tr", *[cell(v) for v in r]) for r in rows], id=id_)  # fmt: skip
+    return el(
+        "table",
+        el("tr", *[el("th", h) for h in head]),
+        *[el("tr", *[cell(v) for v in r]) for r in rows],
+        id=id_,
+    )
 
 
 def _funnel(d: ReportData) -> Safe:
-    funnel = _table(["#", "step", "rejected", "remaining"],
-                    [[p, s, r, m] for p, s, r, m in d.funnel], "funnel")  # fmt: skip
-    reasons = _table(["status / reason", "tiles"], [[r or "(none)", n] for r, n in d.reasons],
-                     "reasons")  # fmt: skip
-    return el("section", el("h2", "Filter funnel"), el("div", el("div", funnel),
-              el("div", el("h4", "rejections by reason"), reasons), class_="grid"))  # fmt: skip
+    funnel = _table(
+        ["#", "step", "rejected", "remaining"], [[p, s, r, m] for p, s, r, m in d.funnel], "funnel"
+    )
+    reasons = _table(
+        ["status / reason", "tiles"], [[r or "(none)", n] for r, n in d.reasons], "reasons"
+    )
+    return el(
+        "section",
+        el("h2", "Filter funnel"),
+        el(
+            "div",
+            el("div", funnel),
+            el("div", el("h4", "rejections by reason"), reasons),
+            class_="grid",
+        ),
+    )
 
 
 def _plots(d: ReportData) -> Safe:
-    hists = [el("div", el("h4", h.title), histogram(h), el("div", f"{h.unit}, {h.total:,} values",
-             class_="note"), class_="plot") for h in d.histograms]  # fmt: skip
+    hists = [
+        el(
+            "div",
+            el("h4", h.title),
+            histogram(h),
+            el("div", f"{h.unit}, {h.total:,} values", class_="note"),
+            class_="plot",
+        )
+        for h in d.histograms
+    ]
     gsd = bars([(f"{g:g} m", k, f"{k:,}") for g, k, _ in d.by_gsd])
     lc = bars([(c, s, f"{100 * s:.1f}%") for c, s in d.landcover])
-    return el("section", el("h2", "Distributions"), el("div", *hists, class_="grid"),
-              el("div", el("div", el("h4", "kept tiles by GSD"), gsd),
-                 el("div", el("h4", "land cover: mean share of kept tiles"), lc),
-                 class_="grid"), id="plots")  # fmt: skip
+    return el(
+        "section",
+        el("h2", "Distributions"),
+        el("div", *hists, class_="grid"),
+        el(
+            "div",
+            el("div", el("h4", "kept tiles by GSD"), gsd),
+            el("div", el("h4", "land cover: mean share of kept tiles"), lc),
+            class_="grid",
+        ),
+        id="plots",
+    )
 
 
 def _tags(d: ReportData) -> Safe:
@@ -178,11 +243,20 @@ def _reviews(d: ReportData) -> Safe:
     r = d.reviews
     if not r:
         return el("section", el("h2", "Review"), el("p", "no reviews imported", class_="note"))
-    summary = (f"{r['reviewed']:,} reviewed: {r['accepted']:,} accepted, {r['rejected']:,} "
-               f"rejected; captions edited on {r['captions_edited']:,}, QA on {r['qa_edited']:,}")  # fmt: skip
+    summary = (
+        f"{r['reviewed']:,} reviewed: {r['accepted']:,} accepted, {r['rejected']:,} "
+        f"rejected; captions edited on {r['captions_edited']:,}, QA on {r['qa_edited']:,}"
+    )
     issues = _table(["issue", "samples"], [[i, n] for i, n in r["issues"]])
-    stats = _table(["dimension", "value", "reviewed", "acceptance"],
-                   [[dim, v if v is not None else "(none)", n, f"{a:.0%}"]
-                    for dim, v, n, a in r["stats"]], "review-stats")  # fmt: skip
-    return el("section", el("h2", "Review"), el("p", summary, id="review-summary"),
-              el("div", el("div", issues), el("div", stats), class_="grid"), id="reviews")  # fmt: skip
+    stats = _table(
+        ["dimension", "value", "reviewed", "acceptance"],
+        [[dim, v if v is not None else "(none)", n, f"{a:.0%}"] for dim, v, n, a in r["stats"]],
+        "review-stats",
+    )
+    return el(
+        "section",
+        el("h2", "Review"),
+        el("p", summary, id="review-summary"),
+        el("div", el("div", issues), el("div", stats), class_="grid"),
+        id="reviews",
+    )

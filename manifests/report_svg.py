@@ -92,12 +92,20 @@ def footprint_map(
     outline = el("rect", **dashed, **box(_unwrap(area))) if area else None
     legend = _legend(counts, colours, h + 16)
     return el(
-        "svg", el("rect", width=_n(w), height=_n(h), fill="#f7fbff"), *groups, outline, legend,
+        "svg",
+        el("rect", width=_n(w), height=_n(h), fill="#f7fbff"),
+        *groups,
+        outline,
+        legend,
         _corner(west, south, east, north, w, h),
-        xmlns="http://www.w3.org/2000/svg", width=_n(w), height=_n(h + 22 + 18 * len(counts)),
-        viewBox=f"0 0 {_n(w)} {_n(h + 22 + 18 * len(counts))}", role="img",
-        aria_label=f"map of tile footprints by {by}", class_="map",
-    )  # fmt: skip
+        xmlns="http://www.w3.org/2000/svg",
+        width=_n(w),
+        height=_n(h + 22 + 18 * len(counts)),
+        viewBox=f"0 0 {_n(w)} {_n(h + 22 + 18 * len(counts))}",
+        role="img",
+        aria_label=f"map of tile footprints by {by}",
+        class_="map",
+    )
 
 
 def _unwrap(b: Sequence[float]) -> Box:
@@ -134,7 +142,11 @@ def _corner(west: float, south: float, east: float, north: float, w: float, h: f
         v = (v + 180) % 360 - 180 if pos == "E" else v
         return f"{abs(v):.3f}°{pos if v >= 0 else neg}"
 
-    text = f"{deg(west, 'E', 'W')} {deg(south, 'N', 'S')} – {deg(east, 'E', 'W')} {deg(north, 'N', 'S')}"
+    sw, ne = (
+        f"{deg(west, 'E', 'W')} {deg(south, 'N', 'S')}",
+        f"{deg(east, 'E', 'W')} {deg(north, 'N', 'S')}",
+    )
+    text = f"{sw} – {ne}"
     return el("text", text, x=_n(w), y=_n(h + 14), text_anchor="end", class_="lbl")
 
 
@@ -167,15 +179,24 @@ def histogram(hist: Histogram, width: float = 300, height: float = 120) -> Safe:
     else:
         first = _n(hist.edges[0] + 0.5) if hist.integer else f"{hist.edges[0]:.4g}"
         last = _n(hist.edges[-1] - 0.5) if hist.integer else f"{hist.edges[-1]:.4g}"
-        labels = [el("text", first, x="0", y=y, class_="lbl"),
-                  el("text", last, x=_n(width), y=y, text_anchor="end", class_="lbl")]  # fmt: skip
+        labels = [
+            el("text", first, x="0", y=y, class_="lbl"),
+            el("text", last, x=_n(width), y=y, text_anchor="end", class_="lbl"),
+        ]
     labels.append(el("text", f"max {top:,}", x=_n(width), y="10", text_anchor="end", class_="lbl"))
     total_h = _n(pad + height + 18)
     return el(
-        "svg", el("g", *bars, fill="#4a7ab5"), *labels, xmlns="http://www.w3.org/2000/svg",
-        width=_n(width), height=total_h, viewBox=f"0 0 {_n(width)} {total_h}",
-        role="img", aria_label=f"histogram of {hist.title}", class_="hist",
-    )  # fmt: skip
+        "svg",
+        el("g", *bars, fill="#4a7ab5"),
+        *labels,
+        xmlns="http://www.w3.org/2000/svg",
+        width=_n(width),
+        height=total_h,
+        viewBox=f"0 0 {_n(width)} {total_h}",
+        role="img",
+        aria_label=f"histogram of {hist.title}",
+        class_="hist",
+    )
 
 
 def bars(rows: Sequence[tuple[str, float, str]], width: float = 420) -> Safe:
@@ -194,7 +215,12 @@ def bars(rows: Sequence[tuple[str, float, str]], width: float = 420) -> Safe:
         out.append(el("text", text, x=_n(label_w + bw + 4), y=_n(y + 13), class_="lbl"))
     h = row_h * len(rows) + 4
     return el(
-        "svg", el("g", *out, fill="#4a7ab5"), xmlns="http://www.w3.org/2000/svg",
-        width=_n(width), height=_n(h), viewBox=f"0 0 {_n(width)} {_n(h)}", role="img",
+        "svg",
+        el("g", *out, fill="#4a7ab5"),
+        xmlns="http://www.w3.org/2000/svg",
+        width=_n(width),
+        height=_n(h),
+        viewBox=f"0 0 {_n(width)} {_n(h)}",
+        role="img",
         class_="bars",
-    )  # fmt: skip
+    )

@@ -28,7 +28,8 @@ def snippets() -> dict[str, str]:
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
     found = {}
     for lang, code in blocks:
-        name = "webdataset" if "import webdataset" in code else "open_clip" if "open_clip" in code else "duckdb"  # fmt: skip
+        name = "webdataset" if "import webdataset" in code else "duckdb"
+        name = "open_clip" if "open_clip_train" in code else name
         assert name not in found, f"two {name} blocks in {SECTION}"
         found[name] = code
         assert lang == ("bash" if name == "open_clip" else "python")
@@ -59,6 +60,8 @@ def _run(code: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     monkeypatch.chdir(folder)
     namespace: dict[str, Any] = {"__name__": "readme_snippet"}
     exec(compile(code, "README.md", "exec"), namespace)
+    if "con" in namespace:  # DuckDB refuses a second, differently configured connection
+        namespace["con"].close()
     return namespace
 
 

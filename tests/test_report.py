@@ -28,7 +28,10 @@ from tests.conftest import REPO, run_cli, run_main
 
 pytestmark = pytest.mark.integration
 
-HOSTILE = '<script>document.body.dataset.pwned="1"</script><img src=x onerror="document.body.dataset.pwned=2">'
+HOSTILE = (
+    '<script>document.body.dataset.pwned="1"</script>'
+    '<img src=x onerror="document.body.dataset.pwned=2">'
+)
 HOSTILE_CAPTION = "</li></ul><script>document.body.dataset.pwned='3'</script> & a park"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -52,12 +55,28 @@ def _inputs(folder: Path) -> list[str]:
         [-122.30, 37.84],
         [-122.30, 37.76],
     ]
-    park.write_text(json.dumps({"type": "FeatureCollection", "features": [{
-        "type": "Feature", "properties": {"id": 1, "leisure": "park", "name": HOSTILE},
-        "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))  # fmt: skip
-    return ["--set", "splits.enabled=true",
-            "--set", f"labels.landcover={{path: {raster}, legend: esa_worldcover}}",
-            "--set", f"labels.vector=[{{path: {park}, name: parks, tag_columns: [leisure, name]}}]"]  # fmt: skip
+    park.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"id": 1, "leisure": "park", "name": HOSTILE},
+                        "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    }
+                ],
+            }
+        )
+    )
+    return [
+        "--set",
+        "splits.enabled=true",
+        "--set",
+        f"labels.landcover={{path: {raster}, legend: esa_worldcover}}",
+        "--set",
+        f"labels.vector=[{{path: {park}, name: parks, tag_columns: [leisure, name]}}]",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +100,40 @@ def reviewed(built: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -
     accepted with its first caption edited), through a Label Studio JSON export file."""
     out = tmp_path_factory.mktemp("reviewed") / "out"
     shutil.copytree(built.out, out)
-    keys = [c.find("img").attrs["alt"] for c in parse(built.html).by_id("gallery").find_all("div", class_="card")][:3]  # fmt: skip
+    keys = [
+        c.find("img").attrs["alt"]
+        for c in parse(built.html).by_id("gallery").find_all("div", class_="card")
+    ][:3]
     where = "key IN (" + ", ".join(f"'{k}'" for k in keys) + ")"
     tasks_file = out.parent / "tasks.json"
-    res = run_main("review", "export", str(out), "--where", where, "--sample", "3", "--to-file", str(tasks_file))  # fmt: skip
+    res = run_main(
+        "review",
+        "export",
+        str(out),
+        "--where",
+        where,
+        "--sample",
+        "3",
+        "--to-file",
+        str(tasks_file),
+    )
     assert res.returncode == 0, res.stderr
     tasks = sorted(json.loads(tasks_file.read_text()), key=lambda t: keys.index(t["data"]["key"]))
     for i, (task, verdict) in enumerate(zip(tasks, ["accept", "reject", "accept"], strict=True)):
         result = [{"from_name": "verdict", "type": "choices", "value": {"choices": [verdict]}}]
         if verdict == "reject":
-            result.append({"from_name": "issues", "type": "choices", "value": {"choices": ["hallucination"]}})  # fmt: skip
+            result.append(
+                {"from_name": "issues", "type": "choices", "value": {"choices": ["hallucination"]}}
+            )
         if i == 2:
             captions = [HOSTILE_CAPTION, *json.loads(task["data"]["generated"])["captions"][1:]]
-            result.append({"from_name": "captions", "type": "textarea", "value": {"text": captions}})  # fmt: skip
-        task |= {"id": i + 1, "annotations": [{"id": i + 1, "updated_at": "2026-12-01", "result": result}]}  # fmt: skip
+            result.append(
+                {"from_name": "captions", "type": "textarea", "value": {"text": captions}}
+            )
+        task |= {
+            "id": i + 1,
+            "annotations": [{"id": i + 1, "updated_at": "2026-12-01", "result": result}],
+        }
     (out.parent / "export.json").write_text(json.dumps(tasks))
     res = run_main("review", "import", str(out), "--from-file", str(out.parent / "export.json"))
     assert res.returncode == 0, res.stderr
@@ -173,7 +212,9 @@ def test_a_build_writes_the_report_and_the_command_rewrites_it(built: SimpleName
 
 def test_the_page_shows_the_manifest_numbers(built: SimpleNamespace) -> None:
     doc, out = parse(built.html), built.out
-    funnel = [[td.text() for td in tr.find_all("td")] for tr in doc.by_id("funnel").find_all("tr")[1:]]  # fmt: skip
+    funnel = [
+        [td.text() for td in tr.find_all("td")] for tr in doc.by_id("funnel").find_all("tr")[1:]
+    ]
     shown = [(int(p), s, int(r.replace(",", "")), int(m.replace(",", ""))) for p, s, r, m in funnel]
     assert shown == _sql(out, "SELECT position, step, rejected, remaining FROM funnel ORDER BY 1")
     status_map = doc.by_id("map").find_all("svg")[0]
@@ -187,14 +228,22 @@ def test_the_page_shows_the_manifest_numbers(built: SimpleNamespace) -> None:
     assert sum(counts.values()) == 820
     assert f"kept: {counts['kept']:,}" in status_map.text()
     assert len(doc.by_id("map").find_all("svg")) == 2  # by status and by split
-    hist = next(s for s in doc.find_all("svg") if s.attrs.get("aria-label") == "histogram of caption length")  # fmt: skip
+    hist = next(
+        s for s in doc.find_all("svg") if s.attrs.get("aria-label") == "histogram of caption length"
+    )
     bars = [int(t.text().rsplit(": ", 1)[1].replace(",", "")) for t in hist.find_all("title")]
     assert (
         sum(bars) == _sql(out, "SELECT sum(len(captions)) FROM samples WHERE status = 'kept'")[0][0]
     )
-    park = _sql(out, "SELECT count(*) FROM samples WHERE status = 'kept' AND list_bool_or([e.tags['leisure'] = 'park' FOR e IN osm])")[0][0]  # fmt: skip
+    parks = "list_bool_or([e.tags['leisure'] = 'park' FOR e IN osm])"
+    park = _sql(out, f"SELECT count(*) FROM samples WHERE status = 'kept' AND {parks}")[0][0]
     assert f"leisure=park{park:,} tiles" in doc.by_id("tags").text().replace("…", "")
-    classes = {c for (c,) in _sql(out, "SELECT DISTINCT unnest(map_keys(landcover)) FROM samples WHERE status = 'kept'")}  # fmt: skip
+    classes = {
+        c
+        for (c,) in _sql(
+            out, "SELECT DISTINCT unnest(map_keys(landcover)) FROM samples WHERE status = 'kept'"
+        )
+    }
     assert len(classes) == 4 and all(c in doc.by_id("plots").text() for c in classes)
 
 
@@ -207,15 +256,21 @@ def test_the_gallery_shows_seeded_kept_samples_with_their_images(built: SimpleNa
     tars: dict[str, bytes] = {}
     for tar in built.out.glob("*.tar"):
         with tarfile.open(tar) as t:
-            tars |= {m.name[:-4]: t.extractfile(m).read() for m in t if m.name.endswith(".jpg")}  # type: ignore[union-attr]
+            for m in (m for m in t if m.name.endswith(".jpg")):
+                tars[m.name[:-4]] = t.extractfile(m).read()  # type: ignore[union-attr]
     for card in cards:
         img = card.find("img")
         key = img.attrs["alt"]
         assert base64.b64decode(img.attrs["src"].split(",", 1)[1]) == tars[key]
-        shown = [li.text().rsplit(" (faithfulness", 1)[0] for li in card.find_all("ul", "captions")[0].find_all("li")]  # fmt: skip
+        shown = [
+            li.text().rsplit(" (faithfulness", 1)[0]
+            for li in card.find_all("ul", "captions")[0].find_all("li")
+        ]
         assert shown == [c["text"] for c in kept[key]]
     assert [c.find("img").attrs["alt"] for c in cards] == [g.key for g in gather(built.out).gallery]
-    assert {g.key for g in gather(built.out, seed=1).gallery} != {c.find("img").attrs["alt"] for c in cards}  # fmt: skip
+    assert {g.key for g in gather(built.out, seed=1).gallery} != {
+        c.find("img").attrs["alt"] for c in cards
+    }
 
 
 def test_hostile_label_text_is_escaped(built: SimpleNamespace, reviewed: SimpleNamespace) -> None:
@@ -238,10 +293,21 @@ def test_review_statistics(reviewed: SimpleNamespace) -> None:
 def _chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     if CHROMIUM is None:
         pytest.fail("chromium is not installed: `make chromium` (or apt-get install chromium)")
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           "--force-device-scale-factor=1", "--window-size=1280,2400", f"--user-data-dir={tmp}",
-           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", *args,
-           page.as_uri()]  # fmt: skip
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--window-size=1280,2400",
+        f"--user-data-dir={tmp}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+        *args,
+        page.as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -270,6 +336,21 @@ def test_chromium_loads_the_page_and_the_screenshot_shows_map_and_gallery(
     r, g, b = (pixels[y : y + h, x : x + w, i] for i in range(3))
     assert ((g > r + 40) & (g > b + 10)).sum() > 500  # kept tiles: green
     assert ((b > r + 60) & (b > g + 20)).sum() > 500  # train split: blue
+
+
+def test_the_browser_check_sees_a_broken_page(reviewed: SimpleNamespace, tmp_path: Path) -> None:
+    """The same harness on a copy with one image's data damaged and an image from the
+    network added: it counts the image that did not decode and logs the CSP refusal."""
+    page = reviewed.html.replace(";base64,", ";base64,AAAA", 1)
+    page = page.replace("<h2>Gallery</h2>", '<h2>Gallery</h2><img src="https://example.org/x.png">')
+    broken = tmp_path / "broken.html"
+    broken.write_text(page)
+    dom = _chromium(broken, tmp_path / "c", "--dump-dom")
+    body = parse(dom.stdout).find("body").attrs
+    assert (body["data-images"], body["data-decoded"]) == ("25", "23")
+    assert any(
+        ":CONSOLE" in ln and "Content Security Policy" in ln for ln in dom.stderr.splitlines()
+    )
 
 
 def test_report_bad_input(tmp_path: Path) -> None:
