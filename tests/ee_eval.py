@@ -120,8 +120,8 @@ class Catalogue:
             bands = self.pixels[image_id]
             data = np.stack(list(bands.values()))
             mask = np.broadcast_to((data[:4] != 0).any(axis=0), data.shape)
-            out.append(Img(list(bands), lambda d=data, m=mask: (d, m), props, 10.0, self.crs,
-                           "uint16", None if grid is None else self._warper(grid)))  # fmt: skip
+            out.append(Img(list(bands), _fixed(data, mask), props, 10.0, self.crs, "uint16",
+                           None if grid is None else self._warper(grid)))  # fmt: skip
         return out
 
     def _warper(self, grid: Grid) -> Callable[[Pixels, str], Pixels]:
@@ -142,6 +142,10 @@ class Catalogue:
             mask.astype(np.uint8), ok, src_nodata=None, resampling=Resampling.nearest, **common
         )
         return out, ok > 0
+
+
+def _fixed(data: np.ndarray, mask: np.ndarray) -> Callable[[], Pixels]:
+    return lambda: (data, mask)
 
 
 def _ms(day: str) -> float:
@@ -208,11 +212,11 @@ def _reduce(collection: list[Img], how: str) -> Img:
             out = np.zeros(d.shape[1:])
             for k in range(len(parts)):
                 out = np.where(m[k], d[k], out)
-            return out, m.any(axis=0)
-        covered = m.any(axis=0)
+            return out, np.asarray(m.any(axis=0))
+        covered = np.asarray(m.any(axis=0))
         use = m.copy()
         use[0][~covered] = True  # a pixel no image covers: the first image's 0, masked below
-        return np.nanmedian(np.where(use, d, np.nan), axis=0), covered
+        return np.asarray(np.nanmedian(np.where(use, d, np.nan), axis=0)), covered
 
     dtype = collection[0].dtype if how == "mosaic" else "float64"
     return collection[0].like(load, props={}, dtype=dtype, to_grid=None)

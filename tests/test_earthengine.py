@@ -32,7 +32,7 @@ from geoweave.sources.imagery import GeoTiffSource
 from geoweave.tile import Tile
 from tests.conftest import HELSINKI, run_main, shard_rows
 from tests.ee_eval import COLLECTION, S2_FILE
-from tests.ee_server import PROJECT, EarthEngineStandIn
+from tests.ee_server import PROJECT, TOKEN, EarthEngineStandIn
 
 ee = pytest.importorskip("ee")
 
@@ -274,6 +274,25 @@ def test_stand_in_429_waits_for_retry_after_and_concurrency_is_bounded(
     images = _source(server.url, max_concurrency=2).read(_tiles(10.0, 6))
     assert not any(isinstance(i, Exception) for i in images)
     assert server.max_in_flight == 2
+
+
+def test_stand_in_source_pickles_without_credentials_and_reads_in_another_process_state(
+    server: EarthEngineStandIn,
+) -> None:
+    """What Ray ships to a worker holds no secret (each process reads its own environment)
+    and rebuilds its image there."""
+    import pickle
+
+    src = _source(server.url)
+    src.image()
+    blob = pickle.dumps(src)
+    key = json.loads(Path(os.environ[ee_client.ENV_KEY]).read_text())
+    assert b"PRIVATE KEY" not in blob and key["private_key"].splitlines()[5].encode() not in blob
+    assert TOKEN.encode() not in blob
+    ee_client._live.clear()  # as in a fresh worker: connect again
+    (img,) = pickle.loads(blob).read(_tiles(10.0, 1))
+    assert not isinstance(img, Exception) and img.valid.any()
+    assert EarthEngineOptions.model_fields["url"].default == ee.data.HIGH_VOLUME_API_BASE_URL
 
 
 @pytest.fixture
