@@ -104,10 +104,12 @@ def _header(d: ReportData) -> Safe:
 
 
 def _map(d: ReportData) -> Safe:
-    shown = len(d.footprints)
+    shown, missing = len(d.footprints), d.planned - d.footprints_total
     note = f"{shown:,} tile footprints" + (
         f" (a seeded sample of {d.footprints_total:,})" if shown < d.footprints_total else ""
     )
+    if missing:
+        note += f"; {missing:,} tiles of shards that failed or never ran have none"
     maps = [el("div", el("h4", "by status"), footprint_map(d.footprints, d.area, "status"))]
     if any(f.split for f in d.footprints):
         maps.append(el("div", el("h4", "by split"), footprint_map(d.footprints, d.area, "split")))

@@ -64,7 +64,8 @@ def footprint_map(
     with the recipe's area as a dashed box and a legend with counts."""
     colours = STATUS_COLOURS if by == "status" else SPLIT_COLOURS
     boxes = [_unwrap((f.west, f.south, f.east, f.north)) for f in footprints]
-    boxes_all = [*boxes, _unwrap(area)] if area else boxes
+    boxes_all = _shift_east([*boxes, _unwrap(area)] if area else boxes)
+    boxes = boxes_all[: len(boxes)]
     if not boxes_all:
         return el("p", "no tile footprints to draw", class_="note")
     west, south = min(b[0] for b in boxes_all), min(b[1] for b in boxes_all)
@@ -113,6 +114,14 @@ def _unwrap(b: Sequence[float]) -> Box:
     box east of 180 degrees."""
     west, south, east, north = (float(v) for v in b)
     return (west, south, east + 360 if east < west else east, north)
+
+
+def _shift_east(boxes: list[Box]) -> list[Box]:
+    """Boxes on both sides of the antimeridian (spanning more than half the world) with the
+    western hemisphere's moved east by 360 degrees, so the map shows one area, not the world."""
+    if not boxes or max(b[2] for b in boxes) - min(b[0] for b in boxes) <= 180:
+        return boxes
+    return [(w + 360, s, e + 360, n) if w < 0 else (w, s, e, n) for w, s, e, n in boxes]
 
 
 def _groups(footprints: Sequence[Any], by: str) -> dict[tuple[float, Any], list[Any]]:

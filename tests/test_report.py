@@ -273,6 +273,31 @@ def test_the_gallery_shows_seeded_kept_samples_with_their_images(built: SimpleNa
     }
 
 
+def test_gallery_images_read_from_the_tar_equal_the_parquet_ones(built: SimpleNamespace) -> None:
+    from geoweave.manifests.report_images import _from_parquet, _from_tar
+
+    for parquet in sorted(built.out.glob("sf-bay-*[0-9].parquet"))[:4]:
+        tar = parquet.with_suffix(".tar")
+        with tarfile.open(tar) as t:
+            keys = {m.name[:-4] for m in t if m.name.endswith(".jpg")}
+        from_tar = _from_tar(tar, keys)
+        assert len(from_tar) == len(keys) > 0 and from_tar == _from_parquet(parquet, keys)
+
+
+def test_a_map_across_the_antimeridian_shows_one_area() -> None:
+    from geoweave.manifests.report_data import Footprint
+    from geoweave.manifests.report_svg import footprint_map
+
+    tiles = [Footprint(179.9, -17.1, 180.0, -17.0, "kept", None, 10.0, "a", None),
+             Footprint(-180.0, -17.1, -179.9, -17.0, "kept", None, 10.0, "b", None),
+             Footprint(179.95, -17.2, -179.95, -17.1, "rejected", None, 10.0, "c", "x")]  # fmt: skip
+    svg = parse(footprint_map(tiles, None, "status", width=300)).find("svg")
+    rects = {r.find("title").text().split(":")[0]: r.attrs for r in svg.find_all("rect") if r.children}  # fmt: skip
+    assert [float(rects[k]["x"]) for k in "abc"] == [0, 150, 75]  # b east of a, c across both
+    assert {float(rects[k]["width"]) for k in "abc"} == {150}
+    assert "179.900°E 17.200°S – 179.900°W 17.000°S" in svg.text()
+
+
 def test_hostile_label_text_is_escaped(built: SimpleNamespace, reviewed: SimpleNamespace) -> None:
     for page in (built.html, reviewed.html):
         assert HOSTILE not in page and page.count("<script") == 1  # only the page's own
