@@ -90,7 +90,7 @@ def footprint_map(
         groups.append(el("g", *rects, fill=fill, fill_opacity="0.75", data_gsd=_n(gsd)))
         counts[value] = counts.get(value, 0) + len(members)
     dashed = {"fill": "none", "stroke": "#333", "stroke_dasharray": "4 3"}
-    outline = el("rect", **dashed, **box(_unwrap(area))) if area else None
+    outline = el("rect", **dashed, **box(boxes_all[-1])) if area else None  # shifted too
     legend = _legend(counts, colours, h + 16)
     return el(
         "svg",

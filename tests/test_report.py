@@ -296,6 +296,9 @@ def test_a_map_across_the_antimeridian_shows_one_area() -> None:
     assert [float(rects[k]["x"]) for k in "abc"] == [0, 150, 75]  # b east of a, c across both
     assert {float(rects[k]["width"]) for k in "abc"} == {150}
     assert "179.900°E 17.200°S – 179.900°W 17.000°S" in svg.text()
+    svg = parse(footprint_map(tiles, (179.9, -17.2, -179.9, -17.0), "status", 300)).find("svg")
+    (area,) = [r.attrs for r in svg.find_all("rect") if "stroke-dasharray" in r.attrs]
+    assert (area["x"], area["width"]) == ("0", "300")  # the recipe's area, across 180 too
 
 
 def test_hostile_label_text_is_escaped(built: SimpleNamespace, reviewed: SimpleNamespace) -> None:
