@@ -120,7 +120,12 @@ def publish_command(args: argparse.Namespace) -> int:
     if not args.dry_run:
         _token()  # before any work: a missing token is bad input
     t0 = time.perf_counter()
-    folder = assemble(Path(args.out), args.repo_id)
+    try:
+        folder = assemble(Path(args.out), args.repo_id)
+    except KeyboardInterrupt:
+        raise BuildFailed(
+            "interrupted while assembling OUT/_publish: nothing was uploaded"
+        ) from None
     files = [p for p in folder.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
     log.info(

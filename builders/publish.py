@@ -37,9 +37,9 @@ from geoweave.builders.tar import TarShard
 from geoweave.errors import FatalError
 from geoweave.files import TMP_MARK, atomic_path, temp_name, write_text
 from geoweave.manifests.card import card_text, licence_text
-from geoweave.manifests.card_facts import SPLIT, card_facts
+from geoweave.manifests.card_facts import KEPT, SPLIT, card_facts
 from geoweave.manifests.manifest import finished_run
-from geoweave.manifests.query import kept_where, open_manifest
+from geoweave.manifests.query import open_manifest
 from geoweave.manifests.review_tasks import images
 from geoweave.record import schema, to_table
 
@@ -107,11 +107,12 @@ def _has_tif(out_dir: Path) -> bool:
 
 def _write_split(out_dir: Path, staging: Path, name: str, split: str, has_tif: bool) -> int:
     """The split's kept samples as Parquet and tar files of at most ``MAX_FILE_BYTES`` of
-    images each; returns how many files of each."""
-    rows = sorted(kept_where(out_dir, "*", f"{SPLIT} = ?", [split]), key=lambda r: r["key"])
+    images each; returns how many files of each. Rows come by shard, so a batch's images are
+    read from few shard files."""
+    sql = f"SELECT * FROM samples WHERE {KEPT} AND {SPLIT} = ? ORDER BY shard, key"
     files, size, writer = 0, 0, None
     try:
-        for batch in _batches(rows):
+        for batch in manifest_batches(out_dir, sql, [split]):
             if writer is None or size >= MAX_FILE_BYTES:
                 if writer is not None:
                     writer.close()
@@ -126,9 +127,19 @@ def _write_split(out_dir: Path, staging: Path, name: str, split: str, has_tif: b
     return files
 
 
-def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    for i in range(0, len(rows), BATCH):
-        yield rows[i : i + BATCH]
+def manifest_batches(
+    out_dir: Path, sql: str, params: list[Any] | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a query on the (read-only) manifest, ``BATCH`` at a time, so a large build
+    is never held in memory whole."""
+    con = open_manifest(out_dir)
+    try:
+        cur = con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        while rows := cur.fetchmany(BATCH):
+            yield [dict(zip(names, r, strict=True)) for r in rows]
+    finally:
+        con.close()
 
 
 def parquet_schema(has_tif: bool) -> pa.Schema:
@@ -201,16 +212,17 @@ def _write_manifest_tables(out_dir: Path, staging: Path) -> None:
     and the other tables as DuckDB holds them."""
     folder = staging / "manifest"
     folder.mkdir()
+    with atomic_path(folder / "samples.parquet") as tmp:
+        writer = pq.ParquetWriter(tmp, META_SCHEMA)
+        try:
+            for batch in manifest_batches(out_dir, "SELECT * FROM samples ORDER BY key"):
+                writer.write_table(to_table([_as_meta(r) for r in batch], META_SCHEMA))
+        finally:
+            writer.close()
     con = open_manifest(out_dir)
     try:
-        cur = con.execute("SELECT * FROM samples ORDER BY key")
-        names = [d[0] for d in cur.description]
-        rows = [_as_meta(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
-        tables = {"samples": to_table(rows, META_SCHEMA)}
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        for t in TABLES:
-            if t in present:
-                tables[t] = con.execute(f"FROM {t}").to_arrow_table()
+        tables = {t: con.execute(f"FROM {t}").to_arrow_table() for t in TABLES if t in present}
     finally:
         con.close()
     for t, table in tables.items():

@@ -6,7 +6,7 @@ Endpoints (dataset repositories, branch ``main``): ``POST /api/repos/create`` (4
 ``url`` when it exists), ``POST /api/validate-yaml``, ``POST /api/datasets/{id}/preupload/main``,
 ``POST /datasets/{id}.git/info/lfs/objects/batch`` and ``PUT /_lfs/{oid}``,
 ``POST /api/datasets/{id}/commit/main`` (NDJSON), ``GET /api/datasets/{id}[/revision/{rev}]``,
-``GET /api/datasets/{id}/tree/{rev}[/{path}]``, ``POST /api/datasets/{id}/paths-info/{rev}``,
+``GET /api/datasets/{id}/tree/{rev}[/{path}]``,
 ``HEAD``/``GET /datasets/{id}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` and
 ``Range``. Writes need ``Authorization: Bearer {token}``. Faults for the tests:
 ``fail_commits`` (the next N commits answer 500) and ``hold_puts`` (an LFS PUT waits until
@@ -64,6 +64,7 @@ class HubState:
         self.objects: dict[str, bytes] = {}  # sha256 -> content, once a PUT completed
         self.requests: list[tuple[str, str]] = []
         self.fail_commits = 0
+        self.range_reads = 0
         self.hold_puts = False
         self.put_started = threading.Event()
         self.release = threading.Event()
@@ -142,7 +143,8 @@ class Handler(BaseHTTPRequestHandler):
         if repo_id in self.hub.repos:
             self._json(409, {"error": "You already created this dataset repo", "url": url})
             return
-        self.hub.repos[repo_id] = Repo(private=bool(body.get("private")))
+        private = body.get("visibility") == "private" or bool(body.get("private"))  # 2.x, 0.x
+        self.hub.repos[repo_id] = Repo(private=private)
         self._json(200, {"url": url, "name": repo_id})
 
     def validate_yaml(self, _g: dict[str, str], length: int) -> None:
@@ -262,18 +264,6 @@ class Handler(BaseHTTPRequestHandler):
         recursive = self.query.get("recursive", ["false"])[0].lower() in ("true", "1")
         self._json(200, self._entries(repo, g.get("path") or "", recursive))
 
-    def paths_info(self, g: dict[str, str], length: int) -> None:
-        raw = self.rfile.read(length).decode()
-        repo = self._repo(g)
-        if repo is None:
-            return
-        form = parse_qs(raw) if "=" in raw and not raw.startswith("{") else json.loads(raw)
-        paths = form.get("paths", [])
-        out = [repo.files[p].entry(p) for p in paths if p in repo.files]
-        dirs = {p for p in paths for f in repo.files if f.startswith(p.rstrip("/") + "/")}
-        out += [{"type": "directory", "path": d, "oid": "0" * 40, "size": 0} for d in sorted(dirs)]
-        self._json(200, out)
-
     def resolve(self, g: dict[str, str], _length: int) -> None:
         repo = self._repo(g)
         if repo is None:
@@ -288,6 +278,7 @@ class Handler(BaseHTTPRequestHandler):
         data, status, headers = f.data, 200, {"Accept-Ranges": "bytes"}
         m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range") or "")
         if m:
+            self.hub.range_reads += 1
             start = int(m[1]) if m[1] else max(0, len(data) - int(m[2]))
             end = int(m[2]) if m[1] and m[2] else len(data) - 1
             data, status = data[start : end + 1], 206
@@ -312,7 +303,6 @@ ROUTES: dict[str, list[tuple[str, str]]] = {
         (rf"{DS}/preupload/main", "preupload"),
         (rf"/datasets/{REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
         (rf"{DS}/commit/main", "commit"),
-        (rf"{DS}/paths-info/(?P<rev>[^/]+)", "paths_info"),
     ],
     "PUT": [(r"/_lfs/(?P<oid>[0-9a-f]{64})", "lfs_put")],
     "GET": [

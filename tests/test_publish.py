@@ -35,6 +35,8 @@ out = {}
 for config in ("default", "manifest"):
     for split, ds in datasets.load_dataset(repo, config, cache_dir=cache).items():
         out[f"{config}/{split}"] = sorted(ds["key"])
+streamed = datasets.load_dataset(repo, split="train", streaming=True)  # HTTP range reads
+out["streamed/train"] = sorted(row["key"] for row in streamed)
 print(json.dumps(out))
 """
 
@@ -174,14 +176,19 @@ def test_the_card_validates_and_shows_the_manifest_figures(build: Path) -> None:
 def test_upload_through_the_stand_in_hub_loads_the_same_rows(build: Path, tmp_path: Path) -> None:
     with StandInHub(TOKEN) as hub:
         env = hub_env(hub, tmp_path / "hf")
-        res = publish(env, build)
+        res = publish(env, build, "--private")
         assert res.returncode == 0, res.stderr
         assert f"to {hub.url}/datasets/{REPO_ID} at commit" in res.stdout
         repo = hub.state.repos[REPO_ID]
+        assert repo.private
         assert {p: hashlib.sha256(f.data).hexdigest() for p, f in repo.files.items()} == digests(
             build / "_publish"
         )
-        assert load_through(env, tmp_path / "cache") == kept_keys(build)
+        expected = kept_keys(build)
+        loaded = load_through(env, tmp_path / "cache")
+        assert loaded.pop("streamed/train") == expected["default/train"]
+        assert loaded == expected
+        assert hub.state.range_reads > 0, "streaming read the Parquet by byte ranges"
         repo.files["data/train-00099.parquet"] = repo.files["data/train-00000.parquet"]  # stale
         again = publish(env, build)
         assert again.returncode == 0, again.stderr
