@@ -276,11 +276,23 @@ def test_stand_in_429_waits_for_retry_after_and_concurrency_is_bounded(
     assert server.max_in_flight == 2
 
 
-def test_stand_in_source_pickles_without_credentials_and_reads_in_another_process_state(
+def _read_in_child(blob: bytes, tiles: list[Tile], out: Any) -> None:
+    """A fresh interpreter (as a Ray worker): unpickle the source and read."""
+    import pickle
+
+    import ee.deprecation
+
+    ee.deprecation._FetchDataCatalogStac = lambda: {}  # it fetches a Google URL
+    images = pickle.loads(blob).read(tiles)
+    out.put([str(i) if isinstance(i, Exception) else int(i.valid.sum()) for i in images])
+
+
+def test_stand_in_source_pickles_without_secrets_and_reads_in_a_fresh_process(
     server: EarthEngineStandIn,
 ) -> None:
-    """What Ray ships to a worker holds no secret (each process reads its own environment)
-    and rebuilds its image there."""
+    """What Ray ships to a worker holds no secret: the worker reads the credentials from its
+    own environment, initialises its own client and rebuilds the image."""
+    import multiprocessing
     import pickle
 
     src = _source(server.url)
@@ -289,9 +301,18 @@ def test_stand_in_source_pickles_without_credentials_and_reads_in_another_proces
     key = json.loads(Path(os.environ[ee_client.ENV_KEY]).read_text())
     assert b"PRIVATE KEY" not in blob and key["private_key"].splitlines()[5].encode() not in blob
     assert TOKEN.encode() not in blob
-    ee_client._live.clear()  # as in a fresh worker: connect again
-    (img,) = pickle.loads(blob).read(_tiles(10.0, 1))
-    assert not isinstance(img, Exception) and img.valid.any()
+    tokens, algorithms = server.paths["/token"], server.paths[f"/v1/projects/{PROJECT}/algorithms"]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(blob, _tiles(10.0, 2), out))
+    child.start()
+    try:
+        valid = out.get(timeout=120)
+    finally:
+        child.join(30)
+    assert all(isinstance(v, int) and v > 0 for v in valid), valid
+    assert server.paths["/token"] > tokens  # its own token, from its own environment
+    assert server.paths[f"/v1/projects/{PROJECT}/algorithms"] > algorithms
     assert EarthEngineOptions.model_fields["url"].default == ee.data.HIGH_VOLUME_API_BASE_URL
 
 
