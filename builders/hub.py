@@ -21,9 +21,10 @@ from geoweave.errors import BuildFailed, FatalError
 log = logging.getLogger("geoweave")
 
 EXTRA = "publishing needs the hub extra: pip install 'geoweave[hub]' (huggingface_hub, datasets)"
-# Files of an earlier publish that this one does not overwrite are deleted in the same commit,
-# so a smaller rebuild leaves no stale shard behind (README.md and LICENSE.md are overwritten).
-DELETE_PATTERNS = ["data/*", "webdataset/*", "manifest/*"]
+# Files of an earlier publish in these folders that this one does not write are deleted in the
+# same commit, so a smaller rebuild leaves no stale shard behind (README.md, LICENSE.md are
+# overwritten; anything else in the repository is left alone).
+OWN_FOLDERS = ("data", "webdataset", "manifest")
 REPO_ID = r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*"
 
 
@@ -69,7 +70,8 @@ def _token() -> str:
 
 
 def upload(folder: Path, repo_id: str, private: bool) -> tuple[str, str]:
-    """Create the dataset repository if needed and commit ``folder`` to it in one commit;
+    """Create the dataset repository if needed and commit ``folder`` to it in one commit
+    (``create_commit``: its files are uploaded first, LFS or Xet, then committed at once);
     returns (the repository URL, the commit id)."""
     token = _token()
     from huggingface_hub import HfApi
@@ -82,9 +84,8 @@ def upload(folder: Path, repo_id: str, private: bool) -> tuple[str, str]:
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        info = api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="dataset",
-                                 commit_message="Publish with geoweave",
-                                 delete_patterns=DELETE_PATTERNS)  # fmt: skip
+        info = api.create_commit(repo_id, _operations(api, folder, repo_id), repo_type="dataset",
+                                 commit_message="Publish with geoweave")  # fmt: skip
     except KeyboardInterrupt:
         raise BuildFailed(
             f"the upload to {repo_id} was interrupted before its commit: the repository is "
@@ -93,6 +94,21 @@ def upload(folder: Path, repo_id: str, private: bool) -> tuple[str, str]:
     except (HfHubHTTPError, OSError) as e:
         raise BuildFailed(_failure(repo_id, e, token)) from None
     return str(url), str(info.oid)
+
+
+def _operations(api: Any, folder: Path, repo_id: str) -> list[Any]:
+    """One commit's operations: every file of ``folder``, and the deletion of the files of an
+    earlier publish it does not write. (``upload_folder`` would do the same in one commit
+    without ``hf_xet``, but with it commits in batches of up to 256 files as they upload: a
+    large corpus would be visible half-published, its card not matching its files.)"""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    local = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    remote = api.list_repo_files(repo_id, repo_type="dataset")
+    stale = [p for p in remote if p.split("/")[0] in OWN_FOLDERS and p not in set(local)]
+    return [CommitOperationDelete(path_in_repo=p) for p in stale] + [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in local
+    ]
 
 
 def _failure(repo_id: str, e: BaseException, token: str) -> str:

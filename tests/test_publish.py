@@ -194,7 +194,12 @@ def test_upload_through_the_stand_in_hub_loads_the_same_rows(build: Path, tmp_pa
         assert again.returncode == 0, again.stderr
         assert sorted(repo.files) == sorted(digests(build / "_publish")), "stale file deleted"
         assert len(repo.commits) == 3
-    logs = res.stdout + res.stderr + again.stdout + again.stderr
+        puts = sum(1 for m, _ in hub.state.requests if m == "PUT")
+        same = publish(env, build)
+        assert same.returncode == 0, same.stderr
+        assert len(repo.commits) == 3, "an unchanged build makes no empty commit"
+        assert sum(1 for m, _ in hub.state.requests if m == "PUT") == puts
+    logs = res.stdout + res.stderr + again.stdout + again.stderr + same.stderr
     assert TOKEN not in logs
     for p in build.rglob("*"):
         assert not p.is_file() or TOKEN.encode() not in p.read_bytes(), p
