@@ -325,3 +325,15 @@ def test_the_card_shows_review_statistics(build: Path, tmp_path: Path) -> None:
         {"split": "train", "path": "data/train-*.parquet"}]}], [], {"train": 1})  # fmt: skip
     assert "6 samples reviewed in Label Studio: 4 accepted, 2 rejected" in text
     assert "| captioner | template_v1 | 6 | 0.67 |" in text
+
+
+def test_the_token_may_come_from_the_login_cache(build: Path, tmp_path: Path) -> None:
+    """`hf auth login` stores it as HF_HOME/token; no HF_TOKEN set."""
+    with StandInHub(TOKEN) as hub:
+        home = tmp_path / "hf"
+        home.mkdir()
+        (home / "token").write_text(TOKEN)
+        res = publish(hub_env(hub, home, token=None), build)
+        assert res.returncode == 0, res.stderr
+        assert sorted(hub.state.repos[REPO_ID].files) == sorted(digests(build / "_publish"))
+        assert TOKEN not in res.stdout + res.stderr
