@@ -6,7 +6,8 @@ Credentials never come from the recipe and are never logged or pickled: each pro
 driver, every Ray worker) reads them from its own environment, in this order:
 
 1. ``EE_SERVICE_ACCOUNT_JSON``: a service account key, as a file path or the JSON itself;
-2. ``GOOGLE_APPLICATION_CREDENTIALS``: a key or credentials file (``google.auth``);
+2. ``GOOGLE_APPLICATION_CREDENTIALS``: a service account key, or the ``authorized_user`` file of
+   ``gcloud auth application-default login``;
 3. the token of ``earthengine authenticate`` (``~/.config/earthengine/credentials``).
 
 The project is the recipe's ``project``, else ``EE_PROJECT``, else ``GOOGLE_CLOUD_PROJECT``,
@@ -78,7 +79,9 @@ class DeadlineHttp:
             r = self.session.request(method, uri, data=body, headers=headers,
                                      timeout=self.deadline_s)  # fmt: skip
         except requests.exceptions.Timeout as e:  # before ConnectionError: ConnectTimeout is both
-            raise TimeoutError(f"no answer within the deadline of {self.deadline_s:g} s") from e
+            raise TimeoutError(
+                f"no answer from {uri.split('?')[0]} within the deadline of {self.deadline_s:g} s"
+            ) from e
         except requests.exceptions.ConnectionError as e:
             raise ConnectionError(f"cannot connect to {uri.split('?')[0]}: {e}") from e
         head: dict[str, Any] = dict(r.headers)
@@ -86,52 +89,55 @@ class DeadlineHttp:
         return httplib2.Response(head), r.content
 
 
-def _key_info(raw: str) -> dict[str, Any]:
-    """The service account key of ``EE_SERVICE_ACCOUNT_JSON`` (its JSON, or a file of it);
-    messages name the variable, never its content."""
+def _json_of(raw: str, var: str) -> dict[str, Any]:
+    """The JSON object a variable holds, or names the file of; messages name the variable and
+    the file, never the content."""
     text = raw
     if not raw.lstrip().startswith("{"):
         try:
             text = Path(raw).read_text()
         except OSError as e:
-            raise FatalError(f"{ENV_KEY}: cannot read the key file {raw} ({e.strerror})") from None
+            raise FatalError(f"{var}: cannot read the key file {raw} ({e.strerror})") from None
     try:
         info = json.loads(text)
     except ValueError:
-        raise FatalError(
-            f"{ENV_KEY}: not JSON; give a service account key file or its JSON"
-        ) from None
-    if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise FatalError(f"{ENV_KEY}: not a service account key (its type must be service_account)")
+        raise FatalError(f"{var}: not JSON; give a service account key file or its JSON") from None
+    if not isinstance(info, dict):
+        raise FatalError(f"{var}: not a service account key (a JSON object)")
     return info
+
+
+def _from_info(info: dict[str, Any], var: str, scopes: list[str]) -> tuple[Any, str | None]:
+    """Credentials of a service account key or, for ``GOOGLE_APPLICATION_CREDENTIALS``, of an
+    ``authorized_user`` file (``gcloud auth application-default login``)."""
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
+
+    kind = info.get("type")
+    try:
+        if kind == "service_account":
+            creds = service_account.Credentials.from_service_account_info(info, scopes=scopes)
+            return creds, info.get("project_id")
+        if kind == "authorized_user" and var == ENV_ADC:
+            creds = user_credentials.Credentials.from_authorized_user_info(info, scopes=scopes)
+            return creds, info.get("quota_project_id")
+    except (ValueError, KeyError):
+        raise FatalError(
+            f"{var}: the {kind} credentials lack a field (client_email, private_key, "
+            "token_uri, refresh_token) or the private key does not parse; download a new key"
+        ) from None
+    raise FatalError(f"{var}: not a service account key (its type is {kind!r})")
 
 
 def load_credentials() -> tuple[Any, str | None, str]:
     """(credentials, the project they name, where they came from), from the environment."""
     ee = require_ee()
-    import google.auth
     from google.oauth2 import credentials as user_credentials
-    from google.oauth2 import service_account
 
-    if os.environ.get(ENV_KEY):
-        info = _key_info(os.environ[ENV_KEY])
-        try:
-            creds = service_account.Credentials.from_service_account_info(
-                info, scopes=ee.oauth.SCOPES
-            )
-        except (ValueError, KeyError):
-            raise FatalError(
-                f"{ENV_KEY}: the service account key lacks client_email, private_key or "
-                "token_uri, or its private key does not parse; download a new key"
-            ) from None
-        return creds, info.get("project_id"), ENV_KEY
-    if os.environ.get(ENV_ADC):
-        path = os.environ[ENV_ADC]
-        try:
-            creds, project = google.auth.load_credentials_from_file(path, scopes=ee.oauth.SCOPES)
-        except google.auth.exceptions.GoogleAuthError:
-            raise FatalError(f"{ENV_ADC}={path}: not a readable credentials file") from None
-        return creds, project, ENV_ADC
+    for var in (ENV_KEY, ENV_ADC):
+        if os.environ.get(var):
+            creds, project = _from_info(_json_of(os.environ[var], var), var, ee.oauth.SCOPES)
+            return creds, project, var
     token = Path(ee.oauth.get_credentials_path())
     if token.is_file():
         try:
@@ -145,9 +151,8 @@ def load_credentials() -> tuple[Any, str | None, str]:
 
 
 _lock = threading.Lock()
-_live: dict[
-    tuple[Any, ...], str
-] = {}  # (pid, url, project, deadline) of the live client -> its project
+# (pid, url, project, deadline) of this process's client -> its project
+_live: dict[tuple[Any, ...], str] = {}
 
 
 def connect(url: str, project: str | None, deadline_s: float) -> str:
@@ -185,6 +190,8 @@ def connect(url: str, project: str | None, deadline_s: float) -> str:
 def _init_failure(e: Exception, url: str, project: str, origin: str) -> str:
     if is_refusal(e):
         return refused(e, project, origin)
+    if isinstance(e, TimeoutError | ConnectionError) and url not in str(e):
+        return f"the token endpoint of the credentials from {origin} did not answer ({describe(e)})"
     if isinstance(e, TimeoutError | ConnectionError):
         return f"Earth Engine at {url} did not answer ({describe(e)}); check imagery[].url and the network"
     return f"Earth Engine at {url} (project {project}): {describe(e)}"

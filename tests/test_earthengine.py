@@ -338,6 +338,50 @@ def test_missing_credentials_stop_the_build_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("where", ["key JSON in the variable", "key file", "authorized user"])
+def test_stand_in_credentials_from_the_other_environment_variables(
+    fresh_client: EarthEngineStandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    """The key's JSON in EE_SERVICE_ACCOUNT_JSON; GOOGLE_APPLICATION_CREDENTIALS naming the key
+    file, or the authorized_user file of `gcloud auth application-default login` (loaded
+    only: its token endpoint is Google's whatever the file says)."""
+    key = os.environ[ee_client.ENV_KEY]
+    if where == "key JSON in the variable":
+        monkeypatch.setenv(ee_client.ENV_KEY, Path(key).read_text())
+    else:
+        monkeypatch.delenv(ee_client.ENV_KEY)
+        user = tmp_path / "application_default_credentials.json"
+        user.write_text(json.dumps({"type": "authorized_user", "client_id": "c",
+                                    "client_secret": "s", "refresh_token": "r",
+                                    "token_uri": f"{fresh_client.url}/token",
+                                    "quota_project_id": PROJECT}))  # fmt: skip
+        monkeypatch.setenv(ee_client.ENV_ADC, key if where == "key file" else str(user))
+    if where == "authorized user":  # its token comes from Google's endpoint whatever the file says
+        assert ee_client.load_credentials()[1:] == (PROJECT, ee_client.ENV_ADC)
+        return
+    tokens = fresh_client.paths["/token"]
+    (img,) = _source(fresh_client.url).read(_tiles(10.0, 1))
+    assert not isinstance(img, Exception) and fresh_client.paths["/token"] == tokens + 1
+
+
+def test_the_earthengine_authenticate_token_is_the_last_resort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read only (its refresh goes to Google's token endpoint, which the file cannot change)."""
+    for k in CREDENTIAL_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    token = tmp_path / ".config" / "earthengine" / "credentials"
+    token.parent.mkdir(parents=True)
+    token.write_text(json.dumps({"refresh_token": "stand-in-refresh", "project": PROJECT}))
+    creds, project, origin = ee_client.load_credentials()
+    assert (project, origin) == (PROJECT, str(token))
+    assert creds.refresh_token == "stand-in-refresh"
+    token.write_text(json.dumps({"project": PROJECT}))  # no refresh token: not usable
+    with pytest.raises(FatalError, match="earthengine authenticate"):
+        ee_client.load_credentials()
+
+
 @pytest.mark.parametrize(("value", "match"), [
     ('{"type": "authorized_user"}', "not a service account key"),
     ("{not json", "not JSON"),
