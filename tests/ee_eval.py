@@ -274,7 +274,6 @@ class Evaluator:
     def __init__(self, catalogue: Catalogue, expression: dict[str, Any], grid: Grid | None) -> None:
         self.catalogue, self.values, self.grid = catalogue, expression["values"], grid
         self.result = expression["result"]
-        self.functions_called: list[str] = []
 
     def run(self) -> Any:
         return self.node(self.values[self.result], {})
@@ -296,7 +295,6 @@ class Evaluator:
         return self.call(call["functionName"], call.get("arguments", {}), env)
 
     def call(self, name: str, raw: dict[str, Any], env: dict[str, Any]) -> Any:
-        self.functions_called.append(name)
         if name == "Collection.map":
             fn = self.node(raw["baseAlgorithm"], env)
             arg = fn["argumentNames"][0]
