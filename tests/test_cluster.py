@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,56 +11,18 @@ import duckdb
 import pytest
 
 from tests.conftest import REPO, free_port, run_cli, run_main
+from tests.ray_cluster import Cluster
 
 pytestmark = pytest.mark.integration
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _start(args: list[str], tmp: str) -> subprocess.Popen[bytes]:
-    cmd = [RAY, "start", "--block", "--num-cpus=1", "--disable-usage-stats", *args]
-    if "--head" in args:
-        cmd += [f"--temp-dir={tmp}", "--include-dashboard=false"]
-    # Own session: the node and everything it starts are ended by process group, by PID.
-    return subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-
-
-def _wait_for_nodes(address: str, n: int) -> None:
-    code = (
-        "import ray,sys; ray.init(address=sys.argv[1], _node_ip_address='127.0.0.2'); "
-        "print(sum(x['Alive'] for x in ray.nodes()))"
-    )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        res = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True)
-        if res.returncode == 0 and res.stdout.strip().splitlines()[-1:] == [str(n)]:
-            return
-        time.sleep(1)
-    raise AssertionError(f"the Ray cluster at {address} did not come up with {n} nodes")
 
 
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    # Ray >= 2.59 wants a shared token on every node and client; it comes from the environment.
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
-    monkeypatch.setenv("GEOWEAVE_RAY_NODE_IP", "127.0.0.2")
-    port = free_port("127.0.0.2")
-    address = f"127.0.0.2:{port}"
-    tmp = os.environ["RAY_TMPDIR"] + "c"
-    head = _start(["--head", "--node-ip-address=127.0.0.2", f"--port={port}"], tmp)
-    nodes = [head]
+    nodes = Cluster(monkeypatch, workers=1)
     try:
-        time.sleep(3)
-        nodes.append(_start([f"--address={address}", "--node-ip-address=127.0.0.3"], tmp))
-        _wait_for_nodes(address, 2)
-        yield address
+        yield nodes.address
     finally:
-        for p in reversed(nodes):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        nodes.close()
 
 
 def test_build_on_an_existing_two_node_cluster(cluster: str, tmp_path: Path) -> None:
@@ -98,7 +54,6 @@ def test_address_that_answers_but_is_not_ray_is_a_clear_error(tmp_path: Path, se
     nothing: refused within seconds instead of ray.init retrying forever."""
     import http.server
     import threading
-    import time
 
     if server == "http":
         srv = http.server.ThreadingHTTPServer(("127.0.0.2", 0), http.server.BaseHTTPRequestHandler)
