@@ -13,6 +13,7 @@ directly.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -314,6 +315,7 @@ def run_shard(
             "started": start,
             "worker": f"{node or socket.gethostname()}:{os.getpid()}",
             "labels_loaded": len(pipeline.labels),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         return writer.finish(pipeline.stages(), extra, started=start)
     except BaseException:

@@ -35,6 +35,7 @@ class ShardStats:
     started: float | None = None
     worker: str | None = None
     labels_loaded: int | None = None
+    max_rss_mb: float | None = None  # the worker process's peak resident memory so far
     stage_seconds: dict[str, float] = field(default_factory=dict)  # where the time went
     error: str | None = None
 
