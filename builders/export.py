@@ -103,7 +103,8 @@ def _write_plan(to_dir: Path, rows: list[dict[str, Any]], per: int) -> None:
     """The subset's plan: its samples as planned tiles (what ``verify`` and the manifest read)."""
     tiles = []
     for i, r in enumerate(rows):
-        col, row = (int(v) for v in r["key"].rsplit("_", 2)[1:])  # keys end in _COL_ROW
+        ground = r["gsd_m"] * r["size_px"]  # the cell from the transform's origin (x, y)
+        col, row = round(r["transform"][2] / ground), round(r["transform"][5] / ground) - 1
         tiles.append(Tile(r["key"], r["source"], r["crs"], r["gsd_m"], r["size_px"], col, row,
                           i // per, None, r["item_id"], r["split"]))  # fmt: skip
     with atomic_path(to_dir / PLAN) as tmp:

@@ -153,11 +153,18 @@ def _plan_strip(
 ) -> pa.Table:
     """One strip's tiles as plan rows, shards numbered on from ``first``, built by column."""
     cols, rows = cells
-    n, size = len(cols), recipe.tiles.size_px
-    items = _items(src, cols, rows, crs, gsd, size)  # what covers each tile, without pixels
+    size = recipe.tiles.size_px
+    if getattr(src, "many_dates", False):
+        cols, rows, items, days = _dated_items(src, cols, rows, crs, gsd, size)
+    else:
+        items, days = _items(src, cols, rows, crs, gsd, size), None  # without pixels
+    n = len(cols)
     text = pc.binary_join_element_wise(
         pc.cast(pa.array(cols), pa.string()), pc.cast(pa.array(rows), pa.string()), "_"
     )
+    if days is not None:  # one tile per acquisition day: the day ends the key
+        day = pa.array(days, pa.string())
+        text = pc.if_else(day.is_null(), text, pc.binary_join_element_wise(text, day, "_"))
     item_array = pa.array(items, pa.string())
     columns = {
         "key": pc.binary_join_element_wise(key_prefix(src.name, gsd, crs), text, ""),
@@ -177,6 +184,30 @@ def _plan_strip(
     return pa.table(columns, schema=SCHEMA)
 
 
+def _dated_items(
+    src: ImagerySource, cols: np.ndarray, rows: np.ndarray, crs: str, gsd: float, size: int
+) -> tuple[np.ndarray, np.ndarray, list[str | None], list[str | None]]:
+    """A source with several dates per cell (``many_dates``, e.g. STAC ``choose: all_dates``):
+    its ``plan_dates`` gives (item, day) pairs per cell; each becomes a tile, its key ending in
+    the day. A cell with none stays one tile, without a day, rejected for no coverage."""
+    per_cell = src.plan_dates(_tiles(src, cols, rows, crs, gsd, size))  # type: ignore[attr-defined]
+    counts = np.array([max(len(d), 1) for d in per_cell], dtype=np.int64)
+    items: list[str | None] = []
+    days: list[str | None] = []
+    for dated in per_cell:
+        items += [item for item, _ in dated] or [None]
+        days += [day for _, day in dated] or [None]
+    return np.repeat(cols, counts), np.repeat(rows, counts), items, days
+
+
+def _tiles(
+    src: ImagerySource, cols: np.ndarray, rows: np.ndarray, crs: str, gsd: float, size: int
+) -> list[Tile]:
+    prefix = key_prefix(src.name, gsd, crs)
+    return [Tile(f"{prefix}{c}_{r}", src.name, crs, gsd, size, c, r)
+            for c, r in zip(cols.tolist(), rows.tolist(), strict=True)]  # fmt: skip
+
+
 def _items(
     src: ImagerySource, cols: np.ndarray, rows: np.ndarray, crs: str, gsd: float, size: int
 ) -> list[str | None]:
@@ -185,8 +216,4 @@ def _items(
     fast = getattr(src, "plan_cells", None)
     if callable(fast):
         return list(fast(crs, gsd * size, cols, rows))
-    prefix = key_prefix(src.name, gsd, crs)
-    return src.plan([
-        Tile(f"{prefix}{c}_{r}", src.name, crs, gsd, size, c, r)
-        for c, r in zip(cols.tolist(), rows.tolist(), strict=True)
-    ])  # fmt: skip
+    return src.plan(_tiles(src, cols, rows, crs, gsd, size))

@@ -212,6 +212,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("native_gsd_m", _fixed(pa.float64()), lambda s: s.native_gsd_m),
     Column("upsampled", _fixed(pa.bool_()), lambda s: s.upsampled),
     Column("split", _fixed(pa.string()), lambda s: s.tile.split),
+    Column("cell", _fixed(pa.string()), lambda s: s.tile.cell),
     Column(
         "bbox",
         _fixed(pa.struct([(k, pa.float64()) for k in ("west", "south", "east", "north")])),

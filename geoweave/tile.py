@@ -36,6 +36,12 @@ class Tile:
     split: str | None = None
 
     @property
+    def cell(self) -> str:
+        """The grid cell, shared by every source and acquisition date over the same ground
+        at this GSD: ``{gsd}m_{epsg}_{col}_{row}`` (the key without its source or date)."""
+        return f"{self.gsd_m:g}m_{epsg_code(self.crs)}_{self.col}_{self.row}".replace(".", "p")
+
+    @property
     def ground_m(self) -> float:
         return self.gsd_m * self.size_px
 
@@ -57,6 +63,14 @@ class Tile:
         return transform_bbox(
             self.bounds, self.crs, "EPSG:4326", 2 if self.ground_m <= 20_000 else 21
         )
+
+
+@functools.lru_cache(maxsize=64)
+def epsg_code(crs: str) -> int:
+    """The EPSG code of a CRS (0 when it has none)."""
+    from pyproj import CRS
+
+    return CRS.from_user_input(crs).to_epsg() or 0
 
 
 @functools.lru_cache(maxsize=64)

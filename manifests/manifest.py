@@ -36,6 +36,16 @@ CREATE VIEW rejects AS
 SELECT key, shard, source, gsd_m, bbox, status, reject_reason, scores
 FROM samples WHERE status <> 'kept'
 """
+# A cell's samples (every source and acquisition date over one grid cell at one GSD), oldest
+# first: the way to find the same ground at several dates.
+CELLS_VIEW = """
+CREATE VIEW cells AS
+SELECT cell, gsd_m, count(*) AS samples, count(*) FILTER (status = 'kept') AS kept,
+       count(DISTINCT acquired) AS dates, min(acquired) AS first_acquired,
+       max(acquired) AS last_acquired, list(key ORDER BY acquired, key) AS keys,
+       list(acquired ORDER BY acquired, key) AS acquired
+FROM samples WHERE cell IS NOT NULL GROUP BY cell, gsd_m
+"""
 # Tiles of a shard without a sidecar enter the manifest from the plan as 'failed': reason
 # 'shard_failed' when the shard failed, 'not_built' when it never ran (the disk filled up).
 MISSING_FROM_PLAN = """
@@ -270,6 +280,8 @@ def _write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> N
         sql = MISSING_FROM_PLAN.format(split=", p.split" if has_split else "")
         con.execute(sql, [str(out_dir / PLAN)])
     con.execute(REJECTS_VIEW)
+    if "cell" in {r[0] for r in con.execute("DESCRIBE samples").fetchall()}:
+        con.execute(CELLS_VIEW)
     for table, path in overlays(out_dir).items():
         con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?)', [str(path)])
         _apply_rejections(con, table)

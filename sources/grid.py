@@ -6,7 +6,6 @@ every run and every area: ``{source}_{gsd}m_{epsg}_{col}_{row}``.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from pyproj import CRS
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geoweave.tile import transformer
+from geoweave.tile import epsg_code, transformer
 
 
 def utm_crs(lon: float, lat: float) -> str:
@@ -133,11 +132,6 @@ def cells_by_strip(
         order = np.lexsort((-r, c))  # by column, then north to south
         if len(order):
             yield c[order], r[order]
-
-
-@functools.lru_cache(maxsize=64)
-def epsg_code(crs: str) -> int:
-    return CRS.from_user_input(crs).to_epsg() or 0
 
 
 def key_prefix(source: str, gsd_m: float, crs: str) -> str:

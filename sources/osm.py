@@ -46,6 +46,7 @@ from geoweave.sources.osm_stream import (
     ROW_SCHEMA,
     StreamStats,
     cell_range,
+    compact_cells,
     location_storage,
     stream_batches,
 )
@@ -209,25 +210,6 @@ def _write_index(
         "build_seconds": round(time.perf_counter() - started, 3),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-
-
-def compact_cells(cells: Path) -> int:
-    """Rewrite each partition that the streamed write left in several files or row groups (a
-    large file arrives in many batches, each adding a small row group) as one file of one row
-    group, a partition at a time (bounded memory); returns how many were rewritten."""
-    done = 0
-    for cell in sorted(cells.glob("cell=*")):
-        files = sorted(cell.glob("*.parquet"))
-        if len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups == 1:
-            continue
-        table = pa.concat_tables([pq.read_table(f) for f in files])
-        tmp = cell / ".compact.parquet.tmp"
-        pq.write_table(table, tmp, row_group_size=max(table.num_rows, 1))
-        for f in files:
-            f.unlink()
-        os.replace(tmp, cell / "part-0.parquet")
-        done += 1
-    return done
 
 
 def _header_time(path: Path) -> str | None:

@@ -8,6 +8,7 @@ with vectorised shapely and handed to the writer.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ import numpy as np
 import osmium
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import shapely
 
 BATCH_SIZE = 50_000
@@ -247,3 +249,22 @@ def explode_cells(bounds: np.ndarray, cell_deg: float) -> tuple[np.ndarray, pa.A
     iy = (rng[rows, 1] + offset // nx[rows]).astype(str)
     names = pc.binary_join_element_wise(pa.array(ix), pa.array(iy), "_")
     return rows, pc.if_else(pa.array(big[rows]), pa.scalar(BIG_CELL), names)
+
+
+def compact_cells(cells: Path) -> int:
+    """Rewrite each partition that the streamed write left in several files or row groups (a
+    large file arrives in many batches, each adding a small row group) as one file of one row
+    group, a partition at a time (bounded memory); returns how many were rewritten."""
+    done = 0
+    for cell in sorted(cells.glob("cell=*")):
+        files = sorted(cell.glob("*.parquet"))
+        if len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups == 1:
+            continue
+        table = pa.concat_tables([pq.read_table(f) for f in files])
+        tmp = cell / ".compact.parquet.tmp"
+        pq.write_table(table, tmp, row_group_size=max(table.num_rows, 1))
+        for f in files:
+            f.unlink()
+        os.replace(tmp, cell / "part-0.parquet")
+        done += 1
+    return done

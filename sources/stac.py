@@ -154,7 +154,11 @@ class StacSource:
         datetime: str | None = Field(None, description="'2020-01-01/2020-12-31', either end open")
         max_cloud_cover: float | None = Field(None, ge=0, le=100)
         asset: str = Field("visual", description="the asset key of the COG to read")
-        choose: Literal["least_cloudy"] = "least_cloudy"
+        choose: Literal["least_cloudy", "all_dates"] = Field(
+            "least_cloudy",
+            description="least_cloudy: one item per tile; all_dates: one sample per "
+            "acquisition day over the tile (its least cloudy item that day)",
+        )
         bands: list[int] = Field(default=[1, 2, 3])
         scale: Literal["auto", "none"] | tuple[float, float] = "auto"
         nodata: float | None = None
@@ -192,16 +196,33 @@ class StacSource:
     def footprint(self) -> BaseGeometry:
         return shapely.union_all([i.geometry for i in self._order])
 
+    @property
+    def many_dates(self) -> bool:
+        """Whether the planner asks ``plan_dates`` (several samples per cell) for this source."""
+        return self.opts.choose == "all_dates"
+
     def plan(self, tiles: Sequence[Tile]) -> list[str | None]:
         """Per tile, the least cloudy, then newest item covering it (else meeting it)."""
+        return [_best(c).id if c else None for c in self._candidates(tiles)]
+
+    def plan_dates(self, tiles: Sequence[Tile]) -> list[list[tuple[str, str]]]:
+        """Per tile, (item id, day ``YYYYMMDD``) for each acquisition day over it, oldest
+        first: that day's least cloudy item covering it (else meeting it)."""
+        out = []
+        for candidates in self._candidates(tiles):
+            by_day: dict[str, list[StacItem]] = {}
+            for item in candidates:
+                by_day.setdefault((item.datetime or "")[:10].replace("-", ""), []).append(item)
+            out.append([(_best(items).id, day) for day, items in sorted(by_day.items())])
+        return out
+
+    def _candidates(self, tiles: Sequence[Tile]) -> list[list[StacItem]]:
+        """Per tile, the items whose footprint covers its lon/lat box, else those meeting it."""
         b = np.array([t.bbox_lonlat() for t in tiles]).reshape(-1, 4)
-        boxes = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])
-        out: list[str | None] = []
-        for box in boxes:
+        out = []
+        for box in shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]):
             hits = [self._order[j] for j in self._tree.query(box, predicate="intersects")]
-            covering = [i for i in hits if i.geometry.covers(box)] or hits
-            best = min(covering, key=lambda i: (i.cloud, _neg(i.datetime), i.id), default=None)
-            out.append(best.id if best else None)
+            out.append([i for i in hits if i.geometry.covers(box)] or hits)
         return out
 
     def read(self, tiles: Sequence[Tile]) -> list[TileImage | Exception]:
@@ -230,6 +251,11 @@ class StacSource:
                 img.item_id, img.acquired = item.id, item.datetime
                 img.collection, img.href = item.collection, item.href
         return images
+
+
+def _best(items: list[StacItem]) -> StacItem:
+    """The least cloudy, then the newest, then the smallest id."""
+    return min(items, key=lambda i: (i.cloud, _neg(i.datetime), i.id))
 
 
 def _neg(when: str | None) -> str:

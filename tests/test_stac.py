@@ -189,3 +189,49 @@ def test_stand_in_stac_api_is_searched_with_pystac_client(catalog: Path, tmp_pat
     assert api.searches and all(s == (COLLECTION, api.searches[0][1]) for s in api.searches)
     assert "2001-01-01" in (api.searches[0][1] or "")
     assert all(r["asset_href"].startswith(api.assets.url) for r in kept)
+
+
+def test_all_dates_makes_one_sample_per_acquisition_day_of_a_cell_grouped_in_the_manifest(
+    catalog: Path, tmp_path: Path
+) -> None:
+    import io
+
+    import duckdb
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from geoweave.manifests.manifest import write_manifest
+
+    out = tmp_path / "dates"
+    rows = shard_rows(_recipe(out, str(catalog), choose="all_dates"))
+    assert len({r["key"] for r in rows}) == len(rows)  # one key per (cell, day)
+    by_cell: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        day = r["acquired"][:10].replace("-", "")
+        assert r["key"] == f"l7_30m_{r['cell'].split('_', 1)[1]}_{day}"
+        by_cell.setdefault(r["cell"], {})[day] = r
+    jpegs = pq.read_table(out / "stac-000000.parquet", columns=["key", "jpg"]).to_pylist()
+    brightness = {r["key"]: np.asarray(Image.open(io.BytesIO(r["jpg"]))).mean() for r in jpegs}
+    days = {c: tuple(sorted(d)) for c, d in by_cell.items()}
+    # the west half has a 1999 and a 2001 item, the east half only 2001
+    assert set(days.values()) == {("19990715", "20010601"), ("20010601",)}
+    compared = 0
+    for dated in by_cell.values():
+        if len(dated) == 2:
+            old, new = dated["19990715"], dated["20010601"]
+            assert old["item_id"] == "west-1999" and new["item_id"] in {"west-2001", "east-2001"}
+            assert old["bbox"] == new["bbox"]  # the same ground
+            if old["status"] == new["status"] == "kept":  # 1999's item is 40 DN brighter
+                assert brightness[old["key"]] > brightness[new["key"]] + 20
+                compared += 1
+    assert compared > 5
+    two = sum(len(d) == 2 for d in by_cell.values())
+    assert two and two < len(by_cell)
+    write_manifest(out, "stac")
+    con = duckdb.connect(str(out / "manifest.duckdb"), read_only=True)
+    cells = con.execute("SELECT cell, dates, keys, acquired FROM cells").fetchall()
+    assert len(cells) == len(by_cell)
+    for cell, n_dates, keys, acquired in cells:
+        assert n_dates == len(by_cell[cell]) and acquired == sorted(acquired)
+        assert keys == [by_cell[cell][d]["key"] for d in sorted(by_cell[cell])]
