@@ -317,6 +317,16 @@ class Recipe(_Strict):
             raise ValueError(f"imagery names must be unique: {names}")
         return self
 
+    def _with_area(self, c: ImageryConfig) -> dict[str, Any]:
+        """The source's options, with the recipe's ``area.bbox`` as ``area_bbox`` for a source
+        that declares that option (STAC: the search box) and was not given one."""
+        options = dict(c.options)
+        model = getattr(IMAGERY_SOURCES.get(c.type), "Options", None)
+        fields = getattr(model, "model_fields", {})
+        if "area_bbox" in fields and options.get("area_bbox") is None and self.area.bbox:
+            options["area_bbox"] = list(self.area.bbox)
+        return options
+
     def check_components(self) -> Recipe:
         """Load the plugins, then validate every component's name and options (FatalError
         naming the field); returns the recipe with options normalised (defaults filled in)."""
@@ -328,7 +338,9 @@ class Recipe(_Strict):
 
         imagery = [
             c.model_copy(
-                update={"options": norm(IMAGERY_SOURCES, c.type, c.options, f"imagery.{i}")}
+                update={
+                    "options": norm(IMAGERY_SOURCES, c.type, self._with_area(c), f"imagery.{i}")
+                }
             )
             for i, c in enumerate(self.imagery)
         ]

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from geoweave.manifests.duck import connect
 from geoweave.protocols import PassInput
 from geoweave.registry import CORPUS_PASSES
 
@@ -117,7 +118,7 @@ class NearDuplicatesPass:
     def run(self, inputs: PassInput) -> pa.Table:
         if not inputs.sidecars:
             return SCHEMA.empty_table()
-        con = duckdb.connect()
+        con = connect()
         try:
             con.execute(
                 """CREATE TEMP TABLE h AS

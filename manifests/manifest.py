@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from geoweave.errors import FatalError
 from geoweave.files import atomic_path, crash_point, replace_durably
+from geoweave.manifests.duck import LOADER_MEMORY, connect
 from geoweave.manifests.passes import overlays
 from geoweave.record import SIDECAR_SCHEMA
 from geoweave.stats import COMPLETE, SHARDS_SCHEMA, ShardStats
@@ -28,6 +29,7 @@ from geoweave.stats import COMPLETE, SHARDS_SCHEMA, ShardStats
 log = logging.getLogger("geoweave")
 
 MANIFEST = "manifest.duckdb"
+LOAD_BATCH = 16  # sidecars per INSERT
 PLAN = "plan.parquet"
 RUNS_DIR = "_runs"
 
@@ -181,7 +183,7 @@ class ManifestBuilder:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            self._con = duckdb.connect(str(self.tmp))
+            self._con = connect(self.tmp, LOADER_MEMORY)
             self._con.register("empty_samples", SIDECAR_SCHEMA.empty_table())
             self._con.execute("CREATE TABLE samples AS SELECT * FROM empty_samples")
             self._con.unregister("empty_samples")
@@ -205,13 +207,17 @@ class ManifestBuilder:
         paths = [str(p) for p in sidecars if str(p) not in self._loaded]
         if not paths:
             return
-        stamps = {p: _stamp(p) for p in paths}
-        # By name: a sidecar written by an older geoweave (fewer columns) loads with nulls.
-        self._connect().execute(
-            "INSERT INTO samples BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
-            [paths],
-        )
-        self._loaded.update(stamps)
+        # By name: a sidecar written by an older geoweave (fewer columns) loads with nulls. A
+        # few files per statement: one statement over thousands of files needs memory in
+        # proportion (DuckDB's cap, manifests/duck.py, would refuse it).
+        for at in range(0, len(paths), LOAD_BATCH):
+            batch = paths[at : at + LOAD_BATCH]
+            stamps = {p: _stamp(p) for p in batch}
+            self._connect().execute(
+                "INSERT INTO samples BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
+                [batch],
+            )
+            self._loaded.update(stamps)
 
     def _join(self) -> None:
         """Stop the loader thread once the queue is loaded."""

@@ -15,11 +15,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geoweave.files import atomic_path, write_text
+from geoweave.manifests.duck import connect
 from geoweave.protocols import CorpusPass, PassInput
 from geoweave.registry import CORPUS_PASSES
 
@@ -87,7 +87,7 @@ def sidecar_query(inputs: PassInput, sql: str, params: list[Any], schema: pa.Sch
     ``schema``; empty when there is no sidecar."""
     if not inputs.sidecars:
         return schema.empty_table()
-    con = duckdb.connect()
+    con = connect()
     try:
         table = con.execute(sql, [list(inputs.sidecars), *params]).to_arrow_table()
     finally:

@@ -111,8 +111,11 @@ def load_items(
         raw = list(root.get_items(recursive=True))
     else:
         raw = [root] if isinstance(root, pystac.Item) else []
+    area = _bbox_geometry(bbox)
     out = []
     for it in raw:
+        if area is not None and not shape(it.geometry).intersects(area):
+            continue  # a static catalogue is walked whole; an API was asked for the box
         when = it.properties.get("datetime")
         cloud = float(it.properties.get("eo:cloud_cover") or 0.0)
         if collections and it.collection_id not in collections:
@@ -130,9 +133,21 @@ def load_items(
                             shape(it.geometry)))  # fmt: skip
     if not out:
         raise FatalError(
-            f"imagery.catalog {catalog}: no item matches collections, datetime and max_cloud_cover"
+            f"imagery.catalog {catalog}: no item matches collections, datetime, max_cloud_cover "
+            "and the area"
         )
     return sorted(out, key=lambda i: i.id)
+
+
+def _bbox_geometry(bbox: tuple[float, float, float, float] | None) -> BaseGeometry | None:
+    """A lon/lat box as a geometry; one with west > east is the two boxes either side of the
+    antimeridian (as STAC and GeoJSON bboxes say it)."""
+    if bbox is None:
+        return None
+    w, s, e, n = bbox
+    if w > e:
+        return shapely.union_all([shapely.box(w, s, 180, n), shapely.box(-180, s, e, n)])
+    return shapely.box(w, s, e, n)
 
 
 def _search(url: str, collections: list[str] | None, datetime: str | None, bbox: Any) -> list[Any]:
@@ -154,6 +169,9 @@ class StacSource:
         datetime: str | None = Field(None, description="'2020-01-01/2020-12-31', either end open")
         max_cloud_cover: float | None = Field(None, ge=0, le=100)
         asset: str = Field("visual", description="the asset key of the COG to read")
+        area_bbox: tuple[float, float, float, float] | None = Field(
+            None, description="the search box (west, south, east, north); default: area.bbox"
+        )
         choose: Literal["least_cloudy", "all_dates"] = Field(
             "least_cloudy",
             description="least_cloudy: one item per tile; all_dates: one sample per "
@@ -168,7 +186,8 @@ class StacSource:
     ) -> None:
         self.name, self.opts, self.license = name, opts, license
         self.items = {i.id: i for i in load_items(opts.catalog, opts.collections, opts.datetime,
-                                                  opts.asset, opts.max_cloud_cover)}  # fmt: skip
+                                                  opts.asset, opts.max_cloud_cover,
+                                                  opts.area_bbox)}  # fmt: skip
         first = self._reader(next(iter(self.items)))
         self.crs, self.res_m = first.crs, first.res_m
         self._tree = shapely.STRtree([i.geometry for i in self.items.values()])

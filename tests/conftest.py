@@ -43,7 +43,7 @@ def shard_rows(recipe: Any, out: Path | None = None) -> list[dict[str, Any]]:
     from geoweave.builders.shard import run_shard
 
     out = out or recipe.output.dir
-    ctx, plan, _ = prepare(recipe, out)
+    ctx, plan, _ = prepare(recipe.check_components(), out)
     out.mkdir(parents=True, exist_ok=True)
     run_shard(ctx, 0, plan.shard_tiles(0))
     return pq.read_table(out / f"{recipe.name}-000000.samples.parquet").to_pylist()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
 from geoweave.builders.writers import ShardWriter
 from geoweave.manifests.passes import PASSES_DIR, overlays, run_passes
@@ -144,3 +145,20 @@ def test_manifest_loaded_during_the_build_matches_the_files(tmp_path: Path) -> N
     broken.finish()
     assert len(_keys(tmp_path)) == 6
     assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_manifest_connections_have_a_memory_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from geoweave.manifests import duck
+
+    monkeypatch.setenv(duck.MEMORY_ENV, "300MB")
+    con = duck.connect()
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit.replace(" ", "") in ("286.1MiB", "300.0MB", "300MB")
+    spill = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    assert spill.endswith(f"geoweave-duckdb-{os.getpid()}")
+    monkeypatch.delenv(duck.MEMORY_ENV)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert duck.memory_limit() == f"{min(total // 4, duck.MAX_DEFAULT) >> 20}MB"
+    assert duck.memory_limit(duck.LOADER_MEMORY) == "256MB"

@@ -19,6 +19,7 @@ from tests.http_files import Files
 
 # across the west half (to -122.306), the overlap (-122.364 to -122.306) and the east half
 BBOX = (-122.42, 37.78, -122.27, 37.83)
+EAST = (-122.29, 37.78, -122.27, 37.83)  # east of every west-half item
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +134,15 @@ class _StacApi(Files):
                     self._send(api.landing())
                 elif url.path == "/search":
                     q = {k: v[0] for k, v in parse_qs(url.query).items()}
-                    self._send(api.search(q.get("collections"), q.get("datetime")))
+                    bbox = [float(v) for v in q["bbox"].split(",")] if "bbox" in q else None
+                    self._send(api.search(q.get("collections"), q.get("datetime"), bbox))
                 else:
                     self.send_error(404)
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 cols = ",".join(body.get("collections") or [])
-                self._send(api.search(cols or None, body.get("datetime")))
+                self._send(api.search(cols or None, body.get("datetime"), body.get("bbox")))
 
         import http.server as hs
 
@@ -149,6 +151,7 @@ class _StacApi(Files):
         self.fail_paths: set[str] = set()
         self.items, self.assets = items, Files(folder).start()
         self.searches: list[tuple[str | None, str | None]] = []
+        self.boxes: list[list[float] | None] = []
 
     def landing(self) -> dict[str, Any]:
         return {"type": "Catalog", "id": "stand-in", "stac_version": "1.0.0",
@@ -159,11 +162,19 @@ class _StacApi(Files):
                           {"rel": "search", "href": f"{self.url}/search", "method": "GET", "type": "application/geo+json"},
                           {"rel": "search", "href": f"{self.url}/search", "method": "POST", "type": "application/geo+json"}]}  # fmt: skip
 
-    def search(self, collections: str | None, datetime: str | None) -> dict[str, Any]:
+    def search(
+        self, collections: str | None, datetime: str | None, bbox: list[float] | None = None
+    ) -> dict[str, Any]:
+        import shapely
+        from shapely.geometry import shape
+
         self.searches.append((collections, datetime))
+        self.boxes.append(bbox)
         out = []
         for it in self.items:
             if collections and it["collection"] not in collections.split(","):
+                continue
+            if bbox is not None and not shape(it["geometry"]).intersects(shapely.box(*bbox)):
                 continue
             start, _, end = (datetime or "/").partition("/")
             day = it["properties"]["datetime"][:10]
@@ -178,16 +189,25 @@ class _StacApi(Files):
 
 def test_stand_in_stac_api_is_searched_with_pystac_client(catalog: Path, tmp_path: Path) -> None:
     api = _StacApi(catalog.parent).start()
+    east_only = Recipe.model_validate({
+        **_recipe(tmp_path / "east", api.url).model_dump(), "area": {"bbox": EAST}
+    })  # fmt: skip
     try:
         rows = shard_rows(_recipe(tmp_path / "api", api.url, collections=[COLLECTION],
                              datetime="2001-01-01/2001-12-31"))  # fmt: skip
+        searched = len(api.boxes)
+        east = shard_rows(east_only)
     finally:
         api.shutdown()
         api.assets.shutdown()
     kept = [r for r in rows if r["status"] == "kept"]
     assert kept and {r["item_id"] for r in kept} == {"west-2001", "east-2001"}
-    assert api.searches and all(s == (COLLECTION, api.searches[0][1]) for s in api.searches)
+    assert api.searches and all(s[0] == COLLECTION for s in api.searches[:searched])
     assert "2001-01-01" in (api.searches[0][1] or "")
+    # the search asks for the area's box only (pystac-client sends it)
+    assert api.boxes[:searched] == [list(BBOX)] * searched
+    assert api.boxes[searched:] == [list(EAST)] * (len(api.boxes) - searched)
+    assert {r["item_id"] for r in east if r["status"] == "kept"} == {"east-2001"}
     assert all(r["asset_href"].startswith(api.assets.url) for r in kept)
 
 
