@@ -321,6 +321,8 @@ class Recipe(_Strict):
         """The source's options, with the recipe's ``area.bbox`` as ``area_bbox`` for a source
         that declares that option (STAC: the search box) and was not given one."""
         options = dict(c.options)
+        if c.type not in IMAGERY_SOURCES.names():
+            return options  # ``norm`` names the unknown type
         model = getattr(IMAGERY_SOURCES.get(c.type), "Options", None)
         fields = getattr(model, "model_fields", {})
         if "area_bbox" in fields and options.get("area_bbox") is None and self.area.bbox:

@@ -55,12 +55,15 @@ def test_llm_captions_record_provenance_and_a_rerun_sends_no_request(
 ) -> None:
     cache = tmp_path / "cache"
     before = server.completions()
-    rows = [r for r in shard_rows(_recipe(tmp_path / "a", server, cache)) if r["status"] == "kept"]
-    assert rows
+    every = shard_rows(_recipe(tmp_path / "a", server, cache))
+    rows = [r for r in every if r["status"] == "kept"]
+    # captioned: kept, or rejected after the captioner (a text filter on the model's output)
+    captioned = [r for r in every if r["captions"]]
+    assert rows and len(captioned) >= len(rows)
     sent = server.completions() - before
     stored = len(list(cache.rglob("*.json")))
     assert sent == 1 + stored  # the preflight, then each distinct request once, each stored
-    assert len(rows) < stored <= 3 * len(rows)  # short + detailed + rewrite per tile
+    assert len(captioned) < stored <= 3 * len(captioned)  # short + detailed + rewrite per tile
     for r in rows:
         assert [c["style"] for c in r["captions"]] == ["short", "detailed", "rewrite"]
         for c in r["captions"]:
