@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -134,10 +135,24 @@ def is_garbage(ch: str) -> bool:
     return cat[0] not in "LMNPZ" and ch not in _WHITESPACE and ch not in COMMON_SYMBOLS
 
 
+def _ascii_bytes(test: Callable[[str], bool]) -> bytes:
+    return bytes(b for b in range(128) if not test(chr(b)))
+
+
+# ASCII text (every template caption, most model output) is classified by byte deletion in C:
+# what is left after deleting the good bytes is the garbage (or the non-printable).
+_NOT_GARBAGE = _ascii_bytes(is_garbage)
+_NOT_CONTROL = _ascii_bytes(is_control)
+
+
 def garbage_share(text: str) -> tuple[float, bool]:
     """(the share of characters that are garbage, whether any is non-printable)."""
     if not text:
         return 0.0, False
+    if text.isascii():
+        raw = text.encode("ascii")
+        bad = len(raw.translate(None, _NOT_GARBAGE))
+        return bad / len(text), bool(raw.translate(None, _NOT_CONTROL))
     bad = sum(map(is_garbage, text))
     return bad / len(text), any(map(is_control, text))
 

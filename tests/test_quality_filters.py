@@ -436,3 +436,50 @@ def test_a_shard_rejects_cloudy_tiles_and_the_funnel_and_manifest_say_so(tmp_pat
         "cloud_v1": len(cloudy),
         "shared_captions_v1": reasons["shared_caption"],
     }
+
+
+def test_garbage_share_of_ascii_text_is_the_per_character_rule() -> None:
+    """The ASCII fast path (byte deletion) counts exactly what the per-character rule does."""
+    import random
+
+    from geoweave.qa import text_quality as tq
+
+    rng = random.Random(0)
+    for _ in range(5000):
+        text = "".join(chr(rng.randrange(128)) for _ in range(rng.randrange(1, 40)))
+        slow = (sum(map(tq.is_garbage, text)) / len(text), any(map(tq.is_control, text)))
+        assert tq.garbage_share(text) == slow
+    assert tq.garbage_share("a small road | near ~water") == (1 / 26, False)
+    assert tq.garbage_share("roof\x1b[31m") == (1 / 9, True)
+    assert tq.garbage_share("café ☃") == (1 / 6, False)  # not ASCII: the per-character rule
+
+
+def test_cloud_texture_over_the_candidates_box_equals_the_whole_tile() -> None:
+    """``smooth_where`` computes the 3 x 3 texture only over the box of bright, white pixels:
+    at every candidate it says what the whole-tile texture says (edges included); the filter
+    ANDs it with the candidates."""
+    from geoweave.qa.image_quality import grey, local_std, smooth_where
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        candidates = rng.random((h, w)) < rng.choice([0.005, 0.05, 0.5])
+        candidates[rng.integers(h), rng.integers(w)] = True
+        whole = local_std(grey(rgb)) < 12
+        fast = smooth_where(rgb, candidates, 12)
+        assert (fast[candidates] == whole[candidates]).all()
+
+
+def test_saturated_fraction_fast_path_for_tiles_without_0_or_255() -> None:
+    from geoweave.qa.image_quality import saturated_fraction
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(1, 255, (64, 64, 3), dtype=np.uint8)
+    assert saturated_fraction(rgb, None) == 0.0
+    rgb[:16, :, 1] = 255  # a quarter of the green band clipped
+    valid = np.ones((64, 64), dtype=bool)
+    valid[:, 32:] = False
+    assert saturated_fraction(rgb, None) == 0.25
+    assert saturated_fraction(rgb, valid) == 0.25
+    assert saturated_fraction(rgb[::2, ::2], None) == 0.25  # a strided preview view
