@@ -97,8 +97,12 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
         if c.options.get("path"):
             inputs.hash(Path(c.options["path"]))
     if recipe.labels.landcover:
-        open_landcover(recipe.labels.landcover)
-        inputs.hash(recipe.labels.landcover.path)
+        lc = recipe.labels.landcover
+        open_landcover(lc)
+        inputs.hash(lc.path)
+        for path in lc.by_date.values():  # each checked now, as the main raster
+            open_landcover(lc.model_copy(update={"path": path, "by_date": {}}))
+            inputs.hash(path)
     _preflight(recipe)
     _check_filters(recipe, sources)
     t0 = time.time()

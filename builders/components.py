@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from geoweave.captioning import llm, llm_qa, questions, templates
-from geoweave.manifests import dedup, passes, same_ground, shared_captions
+from geoweave.manifests import change, dedup, passes, same_ground, shared_captions
 from geoweave.qa import faithfulness, filters, image_quality, qa_check, text_quality
 from geoweave.sources import earthengine, imagery, stac, vector
 
@@ -25,4 +25,5 @@ BUILT_IN = (
     dedup,
     same_ground,
     shared_captions,
+    change,
 )

@@ -6,6 +6,7 @@ run from anywhere. Unknown fields are errors (a typo must not silently fall back
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +159,19 @@ class LandCoverConfig(_Strict):
     path: Path
     legend: str = Field("esa_worldcover", description="a shipped legend name or a CSV path")
     name: str = "landcover"
+    by_date: dict[str, Path] = Field(
+        default_factory=dict,
+        description="land cover of other dates (same legend), date (YYYY or YYYY-MM-DD) -> "
+        "raster: a sample takes the one nearest its acquisition date (``path``: no date)",
+    )
+
+    @field_validator("by_date")
+    @classmethod
+    def _dates(cls, v: dict[str, Path]) -> dict[str, Path]:
+        for day in v:
+            if not re.fullmatch(r"\d{4}(-\d{2}-\d{2})?", day):
+                raise ValueError(f"by_date: {day!r} is not a date (YYYY or YYYY-MM-DD)")
+        return v
 
 
 class VectorConfig(_Strict):

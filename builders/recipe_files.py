@@ -74,6 +74,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         lc = labels.get("landcover")
         if isinstance(lc, dict):
             lc["path"] = fix(lc.get("path"))
+            if isinstance(lc.get("by_date"), dict):
+                lc["by_date"] = {d: fix(v) for d, v in lc["by_date"].items()}
             if str(lc.get("legend", "")).endswith(".csv"):
                 lc["legend"] = fix(lc["legend"])
         for v in labels.get("vector") or []:

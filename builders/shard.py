@@ -40,6 +40,7 @@ from geoweave.registry import (
     load_plugins,
 )
 from geoweave.sources.labels import LabelSource
+from geoweave.sources.landcover import nearest_date
 from geoweave.stats import ShardStats
 from geoweave.tile import Tile
 
@@ -165,7 +166,12 @@ class ShardPipeline:
         self.imagery = {c.name: (c, open_imagery(c)) for c in r.imagery}
         self.labels_sources = open_label_sources(ctx.osm_index_dirs, r.labels)
         self.labels = ShardLabels(self.labels_sources, tiles)
-        self.landcover = open_landcover(r.labels.landcover) if r.labels.landcover else None
+        lc = r.labels.landcover
+        self.landcover = open_landcover(lc) if lc else None
+        self.landcover_by_date = {
+            day: open_landcover(lc.model_copy(update={"path": p, "by_date": {}}))
+            for day, p in (lc.by_date.items() if lc else ())
+        }
         self.captioner = CAPTIONERS.build(r.captions.name, r.captions.options, r.seed)
         q = r.questions
         self.questions = QUESTION_GENERATORS.build(q.name, q.options, r.seed) if q.enabled else None
@@ -238,12 +244,19 @@ class ShardPipeline:
         _each("join", samples, visible)
         if self.landcover is None:
             return
-        live = [s for s in samples if s.kept]
-        try:
-            results = self.landcover.fractions([s.tile for s in live])
-        except Exception as e:
-            results = [e] * len(live)
-        _apply("join", live, results, _put_landcover)
+        groups: dict[str | None, list[Sample]] = {}
+        for s in samples:  # by the land cover of the date nearest each sample's acquisition
+            if s.kept:
+                groups.setdefault(
+                    nearest_date(s.acquired, list(self.landcover_by_date)), []
+                ).append(s)
+        for day, live in groups.items():
+            source = self.landcover if day is None else self.landcover_by_date[day]
+            try:
+                results = source.fractions([s.tile for s in live])
+            except Exception as e:
+                results = [e] * len(live)
+            _apply("join", live, results, lambda s, r, day=day: _put_landcover(s, r, day))
 
     def text(self, samples: Sequence[Sample]) -> None:
         """Captions, then questions, each one batched call over the live samples."""
@@ -278,8 +291,9 @@ class ShardPipeline:
         s.drop_pixels()
 
 
-def _put_landcover(s: Sample, result: tuple[dict[str, float], float]) -> None:
+def _put_landcover(s: Sample, result: tuple[dict[str, float], float], day: str | None) -> None:
     s.landcover, valid = result
+    s.landcover_date = day
     s.scores["landcover_valid_fraction"] = round(valid, 4)
 
 

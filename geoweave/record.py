@@ -93,6 +93,7 @@ class Sample:
     dhash: int | None = None
     osm: list[LabelElement] = field(default_factory=list)
     landcover: dict[str, float] = field(default_factory=dict)
+    landcover_date: str | None = None  # the ``labels.landcover.by_date`` raster used, if any
     captions: list[Caption] = field(default_factory=list)
     qa: list[QAPair] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
@@ -222,6 +223,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("osm_snapshot", _fixed(pa.string()), lambda s: s.osm_snapshot if _osm_ids(s) else None),
     Column("osm", lambda m: pa.list_(struct_of(LabelElement, m)), lambda s: s.osm),
     Column("landcover", _float_map, lambda s: s.landcover, json_map=True),
+    Column("landcover_date", _fixed(pa.string()), lambda s: s.landcover_date),
     Column("captions", lambda m: pa.list_(struct_of(Caption, m)), lambda s: s.captions),
     Column("qa", lambda m: pa.list_(struct_of(QAPair, m)), lambda s: s.qa),
     Column("scores", _float_map, lambda s: s.scores, json_map=True),

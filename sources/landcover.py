@@ -317,3 +317,28 @@ class LandCoverSource:
         tile_pixel = math.sqrt((east - west) / width * (north - south) / height)
         raster_pixel = math.sqrt(abs(self.transform.determinant))
         return Resampling.mode if tile_pixel > raster_pixel * (1 + 1e-6) else Resampling.nearest
+
+
+def day_number(text: str | None) -> int | None:
+    """The day number of ``YYYY-MM-DD...`` (an ISO date or datetime) or ``YYYY`` (taken as
+    1 July); None for no date or one that does not parse."""
+    import datetime as dt
+
+    if not text:
+        return None
+    try:
+        if len(text) == 4 and text.isdigit():
+            return dt.date(int(text), 7, 1).toordinal()
+        return dt.date.fromisoformat(text[:10]).toordinal()
+    except ValueError:
+        return None
+
+
+def nearest_date(acquired: str | None, dates: Sequence[str]) -> str | None:
+    """The date of ``dates`` nearest to ``acquired`` (the earlier on a tie), None when the
+    sample has no date or there are no dates."""
+    day = day_number(acquired)
+    known = [(n, d) for d in dates if (n := day_number(d)) is not None]
+    if day is None or not known:
+        return None
+    return min(known, key=lambda nd: (abs(nd[0] - day), nd[0]))[1]

@@ -255,3 +255,65 @@ def test_all_dates_makes_one_sample_per_acquisition_day_of_a_cell_grouped_in_the
     for cell, n_dates, keys, acquired in cells:
         assert n_dates == len(by_cell[cell]) and acquired == sorted(acquired)
         assert keys == [by_cell[cell][d]["key"] for d in sorted(by_cell[cell])]
+
+
+def _landcover_like(image: Path, out: Path, built_west_of: float | None) -> Path:
+    """A land-cover raster on the image's own grid: tree cover (10), and built-up (50) west
+    of the longitude ``built_west_of``."""
+    import numpy as np
+    import rasterio
+    from rasterio.warp import transform
+
+    with rasterio.open(image) as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
+                   "dtype": "uint8", "crs": src.crs, "transform": src.transform, "nodata": 0}  # fmt: skip
+        classes = np.full((src.height, src.width), 10, dtype=np.uint8)
+        if built_west_of is not None:
+            xs = src.transform.c + src.transform.a * (np.arange(src.width) + 0.5)
+            lons, _ = transform(src.crs, "EPSG:4326", xs.tolist(), [src.bounds.top] * src.width)
+            classes[:, np.asarray(lons) < built_west_of] = 50
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(classes, 1)
+    return out
+
+
+def test_change_between_dates_from_land_cover_of_each_date(catalog: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from geoweave.manifests.passes import PASSES_DIR, run_passes
+
+    image = SF_BAY / "sf_bay_landsat7_falsecolor_30m.tif"
+    old = _landcover_like(image, tmp_path / "lc1999.tif", None)
+    new = _landcover_like(image, tmp_path / "lc2001.tif", -122.39)
+    out = tmp_path / "change"
+    base = _recipe(out, str(catalog), choose="all_dates").model_dump()
+    base["labels"]["landcover"] = {
+        "path": str(new),
+        "by_date": {"1999": str(old), "2001": str(new)},
+    }
+    rows = shard_rows(Recipe.model_validate(base))
+    kept = [r for r in rows if r["status"] == "kept"]
+    assert {(r["acquired"][:4], r["landcover_date"]) for r in kept} == {
+        ("1999", "1999"),
+        ("2001", "2001"),
+    }
+    run_passes(out, "stac", [("change_v1", {"min_change": 0.1})])
+    changes = pq.read_table(out / PASSES_DIR / "change_v1.parquet").to_pylist()
+    by_key = {r["key"]: r for r in kept}
+    assert changes
+    for c in changes:
+        later, earlier = by_key[c["key"]], by_key[c["earlier_key"]]
+        assert later["cell"] == earlier["cell"] == c["cell"]
+        assert (earlier["acquired"][:4], later["acquired"][:4]) == ("1999", "2001")
+        assert c["change"].startswith("Between 1999 and 2001, ")
+        assert (
+            "built-up rose from 0% to" in c["change"]
+            and "tree cover fell from 100% to" in c["change"]
+        )
+        assert later["bbox"]["west"] < -122.39  # only cells with built-up ground in 2001
+    whole = [c for c in changes if "to 100%" in c["change"]]
+    assert whole and all(c["largest_change"] == 1.0 for c in whole)
+    # cells with both dates east of the change: no row
+    pairs = {r["cell"] for r in kept if r["acquired"][:4] == "1999"}
+    east = {r["cell"] for r in kept if r["cell"] in pairs and r["bbox"]["west"] > -122.38}
+    assert east and not east & {c["cell"] for c in changes}
