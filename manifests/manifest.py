@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from geoweave.errors import FatalError
 from geoweave.files import atomic_path, crash_point, replace_durably
-from geoweave.manifests.duck import LOADER_MEMORY, connect
+from geoweave.manifests.duck import connect
 from geoweave.manifests.passes import overlays
 from geoweave.record import SIDECAR_SCHEMA
 from geoweave.stats import COMPLETE, SHARDS_SCHEMA, ShardStats
@@ -183,7 +183,7 @@ class ManifestBuilder:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            self._con = connect(self.tmp, LOADER_MEMORY)
+            self._con = connect(self.tmp)
             self._con.register("empty_samples", SIDECAR_SCHEMA.empty_table())
             self._con.execute("CREATE TABLE samples AS SELECT * FROM empty_samples")
             self._con.unregister("empty_samples")
