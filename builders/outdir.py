@@ -35,12 +35,13 @@ LOCK_FILE = ".geoweave.lock"
 PLAN_FILE = "plan.parquet"
 _TAG = re.escape(TMP_MARK) + r"(?:[0-9a-f]{8}|failed)"
 _SHARD_SUFFIX = r"-\d{6,}\.(?:tar|parquet|samples\.parquet|stats\.json)"
-_FOLDER_FILES = r"(?:manifest\.duckdb|plan\.parquet)"
+_FOLDER_FILES = r"(?:manifest\.duckdb|plan\.parquet|report\.html)"
 
 
 def own_temporary(name: str, build: str) -> bool:
     """Whether ``name`` (a file in the output folder) is a temporary file of build ``build``:
-    a shard file, the plan or the manifest (and DuckDB's ``.wal`` of it) under a temp suffix."""
+    a shard file, the plan, the manifest (and DuckDB's ``.wal`` of it) or the report under a
+    temp suffix."""
     shard = re.escape(build) + _SHARD_SUFFIX
     return re.fullmatch(rf"(?:{shard}|{_FOLDER_FILES}){_TAG}(?:\.wal)?", name) is not None
 

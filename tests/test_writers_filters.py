@@ -78,10 +78,11 @@ def test_abort_and_leftovers_leave_nothing(tmp_path: Path) -> None:
     w.abort()
     assert not list(tmp_path.iterdir())
     (tmp_path / "ds-000001.tar.tmp-deadbeef").write_bytes(b"x")
+    (tmp_path / "report.html.tmp-0badf00d").write_bytes(b"x")  # a report killed mid-write
     theirs = ["other-000001.tar.tmp-deadbeef", "notes.tmp-1", "ds-000001.tar.tmp-x", "a.tmp-ab"]
     for name in theirs:  # not temporaries of this build: kept
         (tmp_path / name).write_bytes(b"x")
-    assert remove_temporaries(tmp_path, "ds") == 1
+    assert remove_temporaries(tmp_path, "ds") == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
 
 
