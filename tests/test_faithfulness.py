@@ -133,3 +133,29 @@ def test_unfaithful_captions_are_flagged_or_rejected(tmp_path: Path, action: str
             assert r["reject_reason"] == "unfaithful_caption"
         else:
             assert r["status"] == "kept"
+
+
+def test_the_vocabulary_trie_matches_what_a_longest_first_alternation_matches() -> None:
+    """The scanner is a trie regex; at every place it must match what one alternation of all
+    the forms, longest first, matches (random texts of words, prefixes and suffixes)."""
+    import random
+    import re
+
+    from geoweave.qa import faithfulness as f
+
+    forms = sorted(f._STATIC_FORMS, key=len, reverse=True)
+    plain = re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(w) for w in forms) + r")(?![\w-])")
+    rng = random.Random(0)
+    for _ in range(1500):
+        parts = []
+        for _ in range(rng.randrange(1, 12)):
+            w = rng.choice(forms)
+            r = rng.random()
+            if r < 0.3:
+                w = w[: rng.randrange(1, len(w) + 1)] + rng.choice(["", "s", "-x", "ing", "x"])
+            elif r < 0.5:
+                w = rng.choice(["a", "the", "near", ",", ".", "and", "-", "(42%)"])
+            parts.append(w)
+        text = rng.choice([" ", "", "-", ", "]).join(parts)
+        want = [(m.start(), m.end()) for m in plain.finditer(text)]
+        assert [(m.start(), m.end()) for m in f._STATIC.finditer(text)] == want, text
