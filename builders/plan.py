@@ -99,7 +99,7 @@ def plan_tiles(
 ) -> Plan:
     """Every tile of every source and GSD over the area, assigned to shards, streamed a strip
     of cells at a time to a temporary plan file (in ``temp_dir``, else the system's; removed
-    with the ``Plan`` unless ``Plan.install`` moved it)."""
+    with the ``Plan`` unless the build moved it into its output folder)."""
     area = area_geometry(recipe, sources)
     path = temp_plan_path(temp_dir)
     writer = PlanWriter(path, recipe.output.samples_per_shard, metadata or {})

@@ -107,13 +107,6 @@ class Plan:
             pq.read_table(path, columns=cols).equals(pq.read_table(self.path, columns=cols))
         )
 
-    def install(self, dest: Path) -> None:
-        """Move the plan file to ``dest`` (under a temporary name there, then renamed)."""
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        shutil.move(str(self.path), tmp)
-        os.replace(tmp, dest)
-        self.use(dest)
-
     def use(self, path: Path) -> None:
         """Read from ``path`` from now on (a resume's plan file, equal to this one)."""
         if path != self.path:

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from geoweave.builders.plan_file import Plan
+from geoweave.builders.plan_file import Plan, tiles_table
 from geoweave.builders.recipe import SPLIT_NAMES, SplitsConfig
 from geoweave.tile import Tile
 
@@ -56,26 +56,19 @@ Stratum = tuple[str, float]  # (imagery source, GSD)
 def assign_splits(tiles: Sequence[Tile], config: SplitsConfig, seed: int) -> list[str | None]:
     """The split of each tile (``train``, ``val``, ``test``, ``buffer``; None for a tile the
     plan rejected), as the module docstring says."""
-    live = np.array([t.plan_reject is None for t in tiles], dtype=bool)
-    chosen = [t for t in tiles if t.plan_reject is None]
-    kinds = sorted({(t.source, t.gsd_m) for t in chosen})
-    index = {k: i for i, k in enumerate(kinds)}
-    return split_labels(
-        live,
-        np.array([t.bounds for t in chosen], dtype=np.float64).reshape(-1, 4),
-        np.array([index[(t.source, t.gsd_m)] for t in chosen], dtype=np.int64),
-        kinds,
-        {t.crs for t in chosen},
-        max((t.ground_m for t in tiles), default=0.0),
-        config,
-        seed,
-    )
+    return table_splits(tiles_table(tiles), config, seed)
 
 
 def plan_splits(plan: Plan, config: SplitsConfig, seed: int) -> list[str | None]:
     """``assign_splits`` of a plan file's tiles, from its columns (no Tile objects)."""
-    cols = ["source", "crs", "gsd_m", "size_px", "col", "row", "plan_reject"]
-    table = pq.read_table(plan.path, columns=cols)
+    return table_splits(pq.read_table(plan.path, columns=_COLUMNS), config, seed)
+
+
+_COLUMNS = ["source", "crs", "gsd_m", "size_px", "col", "row", "plan_reject"]
+
+
+def table_splits(table: pa.Table, config: SplitsConfig, seed: int) -> list[str | None]:
+    """``assign_splits`` of tiles given as plan columns (``_COLUMNS`` at least)."""
     live = table.column("plan_reject").is_null().to_numpy(zero_copy_only=False)
     ground = table.column("gsd_m").to_numpy() * table.column("size_px").to_numpy()
     col, row = table.column("col").to_numpy(), table.column("row").to_numpy()
