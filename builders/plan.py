@@ -32,7 +32,13 @@ from geoweave.builders.splits import plan_splits
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
 from geoweave.record import is_upsampled
-from geoweave.sources.grid import cells_by_strip, grid_crs_for, key_prefix, split_antimeridian
+from geoweave.sources.grid import (
+    bbox_geometry,
+    cells_by_strip,
+    grid_crs_for,
+    key_prefix,
+    split_antimeridian,
+)
 from geoweave.tile import Tile
 
 log = logging.getLogger("geoweave")
@@ -47,10 +53,7 @@ CLIPPED_WARNING = 0.5  # the plan warns when a source's stretch clips more of it
 def area_geometry(recipe: Recipe, sources: Sequence[ImagerySource]) -> BaseGeometry:
     """The area to tile, in lon/lat: the recipe's bbox or GeoJSON, else the imagery footprint."""
     if recipe.area.bbox is not None:
-        w, s, e, n = recipe.area.bbox
-        if w > e:  # across the antimeridian, as GeoJSON bboxes say it (RFC 7946, 5.2)
-            return shapely.union_all([shapely.box(w, s, 180, n), shapely.box(-180, s, e, n)])
-        return shapely.box(w, s, e, n)
+        return bbox_geometry(recipe.area.bbox)
     if recipe.area.geojson is not None:
         import geopandas as gpd
 

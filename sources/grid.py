@@ -71,6 +71,16 @@ def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
     return shapely.union_all([p for p in parts if not p.is_empty])
 
 
+def bbox_geometry(bbox: tuple[float, float, float, float]) -> BaseGeometry:
+    """A lon/lat box (west, south, east, north) as a geometry; west > east crosses the
+    antimeridian, as GeoJSON and STAC bboxes say it (RFC 7946, 5.2): the two boxes either side
+    of it."""
+    w, s, e, n = bbox
+    if w > e:
+        return shapely.union_all([shapely.box(w, s, 180, n), shapely.box(-180, s, e, n)])
+    return shapely.box(w, s, e, n)
+
+
 def lonlat_centroid(geom: BaseGeometry) -> tuple[float, float]:
     """The centroid of a lon/lat area, right for one on both sides of the antimeridian."""
     w, _, e, _ = geom.bounds

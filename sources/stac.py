@@ -35,6 +35,7 @@ from shapely.geometry.base import BaseGeometry
 from geoweave.errors import FatalError
 from geoweave.protocols import TileImage
 from geoweave.registry import IMAGERY_SOURCES
+from geoweave.sources.grid import bbox_geometry
 from geoweave.sources.imagery import GeoTiffSource
 from geoweave.tile import Tile
 
@@ -111,7 +112,7 @@ def load_items(
         raw = list(root.get_items(recursive=True))
     else:
         raw = [root] if isinstance(root, pystac.Item) else []
-    area = _bbox_geometry(bbox)
+    area = bbox_geometry(bbox) if bbox is not None else None
     out = []
     for it in raw:
         if area is not None and not shape(it.geometry).intersects(area):
@@ -137,17 +138,6 @@ def load_items(
             "and the area"
         )
     return sorted(out, key=lambda i: i.id)
-
-
-def _bbox_geometry(bbox: tuple[float, float, float, float] | None) -> BaseGeometry | None:
-    """A lon/lat box as a geometry; one with west > east is the two boxes either side of the
-    antimeridian (as STAC and GeoJSON bboxes say it)."""
-    if bbox is None:
-        return None
-    w, s, e, n = bbox
-    if w > e:
-        return shapely.union_all([shapely.box(w, s, 180, n), shapely.box(-180, s, e, n)])
-    return shapely.box(w, s, e, n)
 
 
 def _search(url: str, collections: list[str] | None, datetime: str | None, bbox: Any) -> list[Any]:
