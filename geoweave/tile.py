@@ -39,7 +39,7 @@ class Tile:
     def cell(self) -> str:
         """The grid cell, shared by every source and acquisition date over the same ground
         at this GSD: ``{gsd}m_{epsg}_{col}_{row}`` (the key without its source or date)."""
-        return f"{self.gsd_m:g}m_{epsg_code(self.crs)}_{self.col}_{self.row}".replace(".", "p")
+        return f"{grid_id(self.gsd_m, self.crs)}_{self.col}_{self.row}"
 
     @property
     def ground_m(self) -> float:
@@ -63,6 +63,12 @@ class Tile:
         return transform_bbox(
             self.bounds, self.crs, "EPSG:4326", 2 if self.ground_m <= 20_000 else 21
         )
+
+
+def grid_id(gsd_m: float, crs: str) -> str:
+    """``{gsd}m_{epsg}`` with ``.`` spelled ``p``: the grid of one GSD in one CRS, which keys
+    and cells name."""
+    return f"{gsd_m:g}m_{epsg_code(crs)}".replace(".", "p")
 
 
 @functools.lru_cache(maxsize=64)

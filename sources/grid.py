@@ -16,7 +16,7 @@ from pyproj import CRS
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geoweave.tile import epsg_code, transformer
+from geoweave.tile import grid_id, transformer
 
 
 def utm_crs(lon: float, lat: float) -> str:
@@ -146,7 +146,7 @@ def cells_by_strip(
 
 def key_prefix(source: str, gsd_m: float, crs: str) -> str:
     """What every key of one source, GSD and grid starts with (``.`` spelled ``p``)."""
-    return f"{source}_{gsd_m:g}m_{epsg_code(crs)}_".replace(".", "p")
+    return f"{source.replace('.', 'p')}_{grid_id(gsd_m, crs)}_"
 
 
 def tile_key(source: str, gsd_m: float, crs: str, col: int, row: int) -> str:
