@@ -32,7 +32,13 @@ from geoweave.builders.outdir import (
 from geoweave.builders.plan import plan_tiles
 from geoweave.builders.plan_file import Plan
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.shard import BuildContext, open_imagery, open_label_sources, open_landcover
+from geoweave.builders.shard import (
+    BuildContext,
+    open_imagery,
+    open_label_sources,
+    open_landcover,
+    open_landcover_by_date,
+)
 from geoweave.builders.writers import is_complete, sidecar_path
 from geoweave.errors import DISK_FULL, BuildFailed, FatalError, is_disk_full
 from geoweave.files import DRIVER_ENV, atomic_path, crash_point, default_cache_root
@@ -100,8 +106,8 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
         lc = recipe.labels.landcover
         open_landcover(lc)
         inputs.hash(lc.path)
-        for path in lc.by_date.values():  # each checked now, as the main raster
-            open_landcover(lc.model_copy(update={"path": path, "by_date": {}}))
+        open_landcover_by_date(lc)  # each checked now, as the main raster
+        for path in lc.by_date.values():
             inputs.hash(path)
     _preflight(recipe)
     _check_filters(recipe, sources)

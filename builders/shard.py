@@ -107,6 +107,14 @@ def open_landcover(cfg: LandCoverConfig) -> ClassRaster:
     return _landcover(cfg.model_dump_json())
 
 
+def open_landcover_by_date(cfg: LandCoverConfig) -> dict[str, ClassRaster]:
+    """The rasters of ``cfg.by_date``, by date: each opened as the main one (same legend)."""
+    return {
+        day: open_landcover(cfg.model_copy(update={"path": path, "by_date": {}}))
+        for day, path in cfg.by_date.items()
+    }
+
+
 @cache
 def _landcover(cfg_json: str) -> ClassRaster:
     from geoweave.sources.landcover import LandCoverSource
@@ -168,10 +176,7 @@ class ShardPipeline:
         self.labels = ShardLabels(self.labels_sources, tiles)
         lc = r.labels.landcover
         self.landcover = open_landcover(lc) if lc else None
-        self.landcover_by_date = {
-            day: open_landcover(lc.model_copy(update={"path": p, "by_date": {}}))
-            for day, p in (lc.by_date.items() if lc else ())
-        }
+        self.landcover_by_date = open_landcover_by_date(lc) if lc else {}
         self.captioner = CAPTIONERS.build(r.captions.name, r.captions.options, r.seed)
         q = r.questions
         self.questions = QUESTION_GENERATORS.build(q.name, q.options, r.seed) if q.enabled else None
