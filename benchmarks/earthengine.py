@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks.one_shard import NO_IMAGE_FILTERS, time_first_shard
 from tests.conftest import HELSINKI
 
 SCENE = HELSINKI / "S2B_RGBNIR_20210926_Seurasaari.tif"
@@ -35,25 +36,15 @@ def _serve(key: str, port: Any) -> None:
 
 
 def build(out: Path, imagery: dict[str, Any]) -> tuple[int, float]:
-    from geoweave.builders.build import prepare
-    from geoweave.builders.recipe import Recipe
-    from geoweave.builders.shard import run_shard
-
-    recipe = Recipe.model_validate({
+    return time_first_shard({
         "name": "ee", "area": {"bbox": BOUNDS},
         "imagery": [{"name": "s2", **imagery}],
         "tiles": {"size_px": SIZE_PX, "gsd_m": [10]},
-        "filters": {"min_labels_v1": False, "low_variance_v1": False, "nodata_v1": False,
-                    "saturation_v1": False, "cloud_v1": False},
+        "filters": NO_IMAGE_FILTERS,
         "passes": {"near_duplicates_v1": False},
         "questions": {"enabled": False},
         "output": {"dir": str(out), "samples_per_shard": 100000},
-    })  # fmt: skip
-    ctx, plan, _ = prepare(recipe, out)
-    out.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    stats = run_shard(ctx, 0, plan.shard_tiles(0))
-    return stats.tiles, time.perf_counter() - t
+    }, out)  # fmt: skip
 
 
 def main() -> None:

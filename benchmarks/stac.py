@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks.one_shard import NO_IMAGE_FILTERS, time_first_shard
 from tests.conftest import SF_BAY
 from tests.data.stac_fixture import write_catalog
 from tests.http_files import Files
@@ -27,25 +28,15 @@ def _serve(folder: str, port: Any) -> None:
 
 
 def build(out: Path, catalog: str) -> tuple[int, float]:
-    from geoweave.builders.build import prepare
-    from geoweave.builders.recipe import Recipe
-    from geoweave.builders.shard import run_shard
-
-    recipe = Recipe.model_validate({
+    return time_first_shard({
         "name": "st",
         "imagery": [{"name": "l7", "type": "stac", "catalog": catalog, "scale": "none"}],
         "tiles": {"size_px": 8, "gsd_m": [30]},
-        "filters": {"min_labels_v1": False, "low_variance_v1": False, "nodata_v1": False,
-                    "saturation_v1": False, "cloud_v1": False},
+        "filters": NO_IMAGE_FILTERS,
         "labels": {"landcover": None},
         "passes": {"near_duplicates_v1": False},
         "output": {"dir": str(out), "samples_per_shard": 100000},
-    })  # fmt: skip
-    ctx, plan, _ = prepare(recipe, out)
-    out.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    stats = run_shard(ctx, 0, plan.shard_tiles(0))
-    return stats.tiles, time.perf_counter() - t
+    }, out)  # fmt: skip
 
 
 def main() -> None:
