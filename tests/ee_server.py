@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ def discovery(url: str) -> bytes:
 
 def _error(code: int, message: str, status: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": status}}
+
+
+SENT = object()  # what _evaluate returns once it has answered with an error
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -112,17 +116,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._json(200, {"access_token": TOKEN, "expires_in": 3600, "token_type": "Bearer"})
 
-    def _value(self, body: dict[str, Any]) -> None:
-        self.server.value_requests.append(body["expression"])
+    def _evaluate(
+        self, expression: Any, grid: Grid | None, finish: Callable[[Any], Any] = lambda r: r
+    ) -> Any:
+        """``finish`` of the expression's value (an ``Img`` on ``grid``), or ``SENT`` once an
+        error is answered: 400 for what Earth Engine refuses, 500 for a gap in the stand-in
+        (said, so the connection is not just dropped)."""
         try:
-            result = Evaluator(self.server.catalogue, body["expression"], None).run()
+            return finish(Evaluator(self.server.catalogue, expression, grid).run())
         except EvalError as e:
             self._json(400, _error(400, str(e), "INVALID_ARGUMENT"))
-            return
-        except Exception as e:  # a gap in the stand-in: say so, do not drop the connection
+        except Exception as e:
             self._json(500, _error(500, f"stand-in: {type(e).__name__}: {e}", "INTERNAL"))
-            return
-        self._json(200, {"result": result})
+        return SENT
+
+    def _value(self, body: dict[str, Any]) -> None:
+        self.server.value_requests.append(body["expression"])
+        result = self._evaluate(body["expression"], None)
+        if result is not SENT:
+            self._json(200, {"result": result})
 
     def _pixels(self, body: dict[str, Any]) -> None:
         srv = self.server
@@ -156,15 +168,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         srv.expressions.append(body["expression"])
         grid = Grid.of(body["grid"])
-        try:
-            img = Evaluator(srv.catalogue, body["expression"], grid).run()
-            data, _mask = img.on_grid()
-        except EvalError as e:
-            self._json(400, _error(400, str(e), "INVALID_ARGUMENT"))
+        got = self._evaluate(body["expression"], grid, lambda img: (img, img.on_grid()[0]))
+        if got is SENT:
             return
-        except Exception as e:  # a gap in the stand-in: say so, do not drop the connection
-            self._json(500, _error(500, f"stand-in: {type(e).__name__}: {e}", "INTERNAL"))
-            return
+        img, data = got
         data = np.broadcast_to(data, (len(img.names), grid.height, grid.width))
         self._send(200, encode(img, data, grid, body["fileFormat"]), "application/octet-stream")
 
