@@ -24,7 +24,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import shapely
 from osmium.version import pyosmium_release
 
 from geoweave.errors import FatalError
-from geoweave.sources.checksums import file_fingerprint, file_sha256
+from geoweave.sources.checksums import InputChecksums, file_fingerprint, file_sha256
 from geoweave.sources.labels import DEFAULT_TAG_KEYS, LABEL_CRS, BBox, empty_labels
 from geoweave.sources.osm_stream import (
     BIG_CELL,
@@ -103,7 +102,9 @@ def build_osm_index(
     tmp = cache_dir / f".{root.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)  # not mkdtemp: the index must get the umask's permissions
     try:
-        hashing = _hash_in_background(path)
+        hashing = InputChecksums()  # the full sha256 on a thread beside the index build
+        hashing.hash(path)
+        hashing.start()
         _write_index(path, tmp, keys, cell_deg, fingerprint, hashing)
         _publish(tmp, root, fingerprint)
     except ValueError as err:  # libosmium refuses a tag of over 256 characters (1024 bytes)
@@ -129,14 +130,6 @@ def index_name(fingerprint: str, tag_keys: Sequence[str], cell_deg: float) -> st
     params = json.dumps([sorted(tag_keys), cell_deg, FORMAT_VERSION])
     file_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
     return f"osm-{file_id}-{hashlib.sha256(params.encode()).hexdigest()[:8]}"
-
-
-def _hash_in_background(path: Path) -> Future[str]:
-    """The file's full sha256, on a thread beside the index build (hashlib drops the GIL)."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="osm-sha256")
-    future = pool.submit(file_sha256, path)
-    pool.shutdown(wait=False)
-    return future
 
 
 def _stale(root: Path, path: Path) -> bool:
@@ -171,7 +164,7 @@ def _write_index(
     keys: tuple[str, ...],
     cell_deg: float,
     fingerprint: str,
-    checksum: Future[str],
+    hashing: InputChecksums,
 ) -> None:
     """Stream the OSM file into partitioned Parquet files under ``out``, then meta.json."""
     started = time.perf_counter()
@@ -196,7 +189,7 @@ def _write_index(
         "input": str(path.resolve()),
         "input_bytes": path.stat().st_size,
         "fingerprint": fingerprint,
-        "checksum": checksum.result(),
+        "checksum": hashing.result()[str(path)],
         "tag_keys": list(keys),
         "cell_deg": cell_deg,
         "counts": {
