@@ -3,7 +3,7 @@
 The plan is a pure function of the recipe and the imagery footprints, so a rerun computes the
 same shards with the same tiles; that is what makes resume safe. It streams: cells are made a
 strip at a time and appended to the plan file (``plan_file``), so a continent's plan is never
-held in memory (splits are the exception: they need every tile's footprint, as arrays).
+held in memory; splits are made in scans of its row groups (``splits_scan``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from geoweave.builders.plan_file import (
     Plan,
     PlanWriter,
     remove_with,
-    set_splits,
     temp_plan_path,
 )
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.splits import plan_splits
+from geoweave.builders.splits import write_plan_splits
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
 from geoweave.record import is_upsampled
@@ -124,7 +123,7 @@ def plan_tiles(
     if not plan.num_tiles:
         raise FatalError("the area holds no tiles: check area.bbox / area.geojson and the imagery")
     if recipe.splits.enabled:
-        set_splits(plan, plan_splits(plan, recipe.splits, recipe.seed))
+        write_plan_splits(plan, recipe.splits, recipe.seed)
     return plan
 
 

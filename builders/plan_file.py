@@ -16,7 +16,7 @@ import tempfile
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -178,18 +178,20 @@ def remove_with(plan: Plan, folder: Path) -> None:
     weakref.finalize(plan, shutil.rmtree, folder, ignore_errors=True)
 
 
-def set_splits(plan: Plan, splits: Sequence[str | None]) -> None:
-    """Rewrite the plan file with each tile's split (in plan order), a row group at a time."""
+def set_splits(plan: Plan, splits: Iterable[pa.Array]) -> None:
+    """Rewrite the plan file with each tile's split: one array per row group, in order."""
     src = pq.ParquetFile(plan.path)
     tmp = plan.path.with_name(f".{plan.path.name}.splits")
-    at = 0
-    with pq.ParquetWriter(tmp, src.schema_arrow) as out:
-        for g in range(src.num_row_groups):
-            table = src.read_row_group(g)
-            column = pa.array(splits[at : at + table.num_rows], pa.string())
-            at += table.num_rows
-            i = table.schema.get_field_index("split")
-            out.write_table(table.set_column(i, "split", column), row_group_size=plan.group_rows)
-        out.add_key_value_metadata({DIGEST_KEY: plan.digest.encode()})
+    try:
+        with pq.ParquetWriter(tmp, src.schema_arrow) as out:
+            for g, column in zip(range(src.num_row_groups), splits, strict=True):
+                table = src.read_row_group(g)
+                i = table.schema.get_field_index("split")
+                table = table.set_column(i, "split", column.cast(pa.string()))
+                out.write_table(table, row_group_size=plan.group_rows)
+            out.add_key_value_metadata({DIGEST_KEY: plan.digest.encode()})
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, plan.path)
     plan._cache = None

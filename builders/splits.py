@@ -23,6 +23,8 @@ ground, in three steps:
   more than ``buffer_m`` apart, so they neither overlap nor touch. Buffer tiles are built as
   usual: select ``WHERE split = 'train'``.
 
+The tiles are read in batches (a plan's row groups), three times over (``splits_scan``):
+memory follows the number of blocks and of the tiles near another split, not all tiles.
 The result is a pure function of the tiles, the ``splits`` section and the seed. Tiles the
 plan already rejected (no imagery) get no split and take no part.
 """
@@ -31,16 +33,18 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from geoweave.builders.plan_file import Plan, tiles_table
+from geoweave.builders.plan_file import Plan, set_splits, tiles_table
 from geoweave.builders.recipe import SPLIT_NAMES, SplitsConfig
+from geoweave.builders.splits_scan import COLUMNS, Batches, Census, Stratum, candidates, census
+from geoweave.builders.splits_scan import labels as split_labels
 from geoweave.tile import Tile
 
 log = logging.getLogger("geoweave")
@@ -50,7 +54,6 @@ _BUFFER = -1  # the buffer's code; a real split's code is its place in the prior
 PRIORITY = ("test", "val", "train")  # a tile near a tile of an earlier split is buffer
 _DEAL_ORDER = tuple(SPLIT_NAMES)  # train, val, test: a rare stratum goes to train first
 _UNDEALT = -1  # a block not dealt to a split yet
-Stratum = tuple[str, float]  # (imagery source, GSD)
 
 
 def assign_splits(tiles: Sequence[Tile], config: SplitsConfig, seed: int) -> list[str | None]:
@@ -59,84 +62,45 @@ def assign_splits(tiles: Sequence[Tile], config: SplitsConfig, seed: int) -> lis
     return table_splits(tiles_table(tiles), config, seed)
 
 
-def plan_splits(plan: Plan, config: SplitsConfig, seed: int) -> list[str | None]:
-    """``assign_splits`` of a plan file's tiles, from its columns (no Tile objects)."""
-    return table_splits(pq.read_table(plan.path, columns=_COLUMNS), config, seed)
-
-
-_COLUMNS = ["source", "crs", "gsd_m", "size_px", "col", "row", "plan_reject"]
-
-
 def table_splits(table: pa.Table, config: SplitsConfig, seed: int) -> list[str | None]:
-    """``assign_splits`` of tiles given as plan columns (``_COLUMNS`` at least)."""
-    live = table.column("plan_reject").is_null().to_numpy(zero_copy_only=False)
-    ground = table.column("gsd_m").to_numpy() * table.column("size_px").to_numpy()
-    col, row = table.column("col").to_numpy(), table.column("row").to_numpy()
-    g = ground[live]
-    bounds = np.column_stack([col[live] * g, row[live] * g, (col[live] + 1) * g,
-                              (row[live] + 1) * g])  # fmt: skip
-    kinds, codes = _strata(
-        table.column("source").filter(pa.array(live)), table.column("gsd_m").to_numpy()[live]
-    )
-    crs = set(pc.unique(table.column("crs").filter(pa.array(live))).to_pylist())
-    return split_labels(
-        live, bounds, codes, kinds, crs, float(ground.max(initial=0.0)), config, seed
-    )
-
-
-def _strata(source: pa.ChunkedArray, gsd: np.ndarray) -> tuple[list[Stratum], np.ndarray]:
-    """The sorted (source, GSD) kinds and each tile's kind, by integer codes throughout."""
-    names = source.combine_chunks().dictionary_encode()
-    src_code = names.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    gsds, gsd_code = np.unique(gsd, return_inverse=True)
-    pairs, code = np.unique(src_code * len(gsds) + gsd_code.reshape(-1), return_inverse=True)
-    found = [(names.dictionary[int(p) // len(gsds)].as_py(), float(gsds[p % len(gsds)]))
-             for p in pairs]  # fmt: skip
-    order = sorted(range(len(found)), key=found.__getitem__)
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return [found[i] for i in order], rank[code.reshape(-1)]
-
-
-def split_labels(
-    live: np.ndarray,
-    bounds: np.ndarray,
-    stratum_of: np.ndarray,
-    kinds: list[Stratum],
-    crs: set[str],
-    ground_max: float,
-    config: SplitsConfig,
-    seed: int,
-) -> list[str | None]:
-    """Splits of all tiles from the footprints (grid CRS) and strata of the live ones."""
-    out: list[str | None] = [None] * len(live)
-    if not len(bounds):
-        return out
-    if len(crs) > 1:
-        raise ValueError("splits need one grid CRS for every tile")
-    names = [n for n in PRIORITY if n in config.fractions]
-    block_of, n_blocks = _blocks(bounds, config.block_m)
-    block_split = _deal(block_of, n_blocks, stratum_of, kinds, names, config, seed)
-    buffer_m = config.buffer_m if config.buffer_m is not None else ground_max
-    codes = _buffer(shapely.box(*bounds.T), block_split[block_of], len(names), buffer_m)
-    _log_summary(codes, block_split, names, config.block_m, buffer_m)
-    labels = [*names, BUFFER]  # code -1 is the last
-    for i, c in zip(np.flatnonzero(live).tolist(), codes.tolist(), strict=True):
-        out[i] = labels[c]
+    """``assign_splits`` of tiles given as plan columns (``COLUMNS`` at least)."""
+    out: list[str | None] = []
+    for batch in split_batches(lambda: iter([table]), config, seed):
+        out.extend(batch.to_pylist())
     return out
 
 
-def _blocks(bounds: np.ndarray, block_m: float) -> tuple[np.ndarray, int]:
-    """Each tile's block index (blocks numbered in sorted order of their grid coordinates)."""
-    cx = (bounds[:, 0] + bounds[:, 2]) / 2
-    cy = (bounds[:, 1] + bounds[:, 3]) / 2
-    bx = np.floor(cx / block_m).astype(np.int64)
-    by = np.floor(cy / block_m).astype(np.int64)
-    bx -= bx.min()
-    by -= by.min()
-    # one integer per block, ordered as (bx, by) are: a 1-D unique is 3x faster than axis=0
-    unique, block_of = np.unique(bx * (int(by.max()) + 1) + by, return_inverse=True)
-    return block_of.reshape(-1), len(unique)
+def write_plan_splits(plan: Plan, config: SplitsConfig, seed: int) -> None:
+    """Split a plan file's tiles and write the splits into it, one row group at a time: three
+    scans of its columns (``splits_scan``), never every tile at once."""
+    src = pq.ParquetFile(plan.path)
+
+    def batches() -> Iterator[pa.Table]:
+        return (src.read_row_group(g, columns=COLUMNS) for g in range(src.num_row_groups))
+
+    set_splits(plan, split_batches(batches, config, seed))
+
+
+def split_batches(batches: Batches, config: SplitsConfig, seed: int) -> Iterator[pa.Array]:
+    """Each batch's split labels, as the module docstring says."""
+    names = [n for n in PRIORITY if n in config.fractions]
+    found = census(batches, config.block_m)
+    if len(found.crs) > 1:
+        raise ValueError("splits need one grid CRS for every tile")
+    if not len(found.keys):
+        yield from (pa.nulls(t.num_rows, pa.string()) for t in batches())
+        return
+    block_split = _deal(found, names, config, seed)
+    buffer_m = config.buffer_m if config.buffer_m is not None else found.ground_max
+    near = candidates(batches, found, block_split, config.block_m, buffer_m + found.ground_max)
+    codes = _buffer(shapely.box(*near.bounds.T), near.codes, len(names), buffer_m)
+    buffered = near.index[codes == _BUFFER]
+    counts: Counter[str] = Counter()
+    for batch in split_labels(batches, found, block_split, buffered, config.block_m, names):
+        counts.update({str(v["values"]): int(v["counts"]) for v in batch.value_counts().to_pylist()
+                       if v["values"] is not None})  # fmt: skip
+        yield batch
+    _log_summary(counts, block_split, names, config.block_m, buffer_m)
 
 
 def _targets(names: list[str], fractions: dict[str, float], n: int) -> dict[str, int]:
@@ -149,21 +113,17 @@ def _targets(names: list[str], fractions: dict[str, float], n: int) -> dict[str,
     return counts
 
 
-def _deal(
-    block_of: np.ndarray,
-    n_blocks: int,
-    stratum_of: np.ndarray,
-    kinds: list[Stratum],
-    names: list[str],
-    config: SplitsConfig,
-    seed: int,
-) -> np.ndarray:
+def _deal(found: Census, names: list[str], config: SplitsConfig, seed: int) -> np.ndarray:
     """Each block's split code: stratified seeds first, then the rest by the fractions."""
+    n_blocks = len(found.keys)
     order = list(range(n_blocks))
     random.Random(f"{seed}|splits").shuffle(order)
     rank = np.empty(n_blocks, dtype=np.int64)
     rank[order] = np.arange(n_blocks)
-    carried = _blocks_of_strata(block_of, stratum_of, kinds, rank)
+    carried = {  # stratum -> its blocks in shuffled order
+        kind: blocks[np.argsort(rank[blocks], kind="stable")]
+        for kind, blocks in found.strata.items()
+    }
     split = np.full(n_blocks, _UNDEALT, dtype=np.int64)
     _seed_strata(carried, split, names, config.block_m)
     _fill(order, split, names, _targets(names, config.fractions, n_blocks))
@@ -200,17 +160,6 @@ def _fill(order: list[int], split: np.ndarray, names: list[str], targets: dict[s
             counts[name] += 1
 
 
-def _blocks_of_strata(
-    block_of: np.ndarray, stratum_of: np.ndarray, kinds: list[Stratum], rank: np.ndarray
-) -> dict[Stratum, np.ndarray]:
-    """Stratum -> the blocks holding a tile of it, in shuffled order."""
-    out = {}
-    for i, kind in enumerate(kinds):
-        blocks = np.unique(block_of[stratum_of == i])
-        out[kind] = blocks[np.argsort(rank[blocks], kind="stable")]
-    return out
-
-
 def _warn_lacking(carried: dict[Stratum, np.ndarray], split: np.ndarray, names: list[str]) -> None:
     for (source, gsd), blocks in carried.items():
         missing = [n for i, n in enumerate(names) if i not in split[blocks]]
@@ -238,18 +187,19 @@ def _buffer(boxes: np.ndarray, codes: np.ndarray, n_splits: int, buffer_m: float
 
 
 def _log_summary(
-    codes: np.ndarray, block_split: np.ndarray, names: list[str], block_m: float, buffer_m: float
-) -> None:
+    counts: Counter[str], block_split: np.ndarray, names: list[str], block_m: float,
+    buffer_m: float,
+) -> None:  # fmt: skip
     parts = [
-        f"{n} {int(np.sum(codes == i))} tiles in {int(np.sum(block_split == i))} blocks"
+        f"{n} {counts[n]} tiles in {int(np.sum(block_split == i))} blocks"
         for i, n in enumerate(names)
     ]
     log.info(
         "splits (blocks of %g m, buffer %g m): %s; %d buffer tiles in no split",
-        block_m, buffer_m, ", ".join(parts), int(np.sum(codes == _BUFFER)),
+        block_m, buffer_m, ", ".join(parts), counts[BUFFER],
     )  # fmt: skip
     for i, n in enumerate(names):
-        if np.any(block_split == i) and not np.any(codes == i):
+        if np.any(block_split == i) and not counts[n]:
             log.warning(
                 "splits: the buffer (%g m) took every tile of %s: its blocks lie beside "
                 "blocks of a higher-priority split; raise splits.block_m well above the "

@@ -103,6 +103,19 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([root(i) for i in range(n)])
 
 
+def _members(con: duckdb.DuckDBPyConnection, pairs: pa.Table) -> dict[int, tuple[Any, ...]]:
+    """id -> (key, phash, dhash, labels) of the samples in a pair only: the corpus's rows
+    never come into Python at once."""
+    if pairs.num_rows == 0:
+        return {}
+    ids = np.unique(np.concatenate([pairs["a"].to_numpy(), pairs["b"].to_numpy()]))
+    con.register("pair_ids", pa.table({"id": ids}))
+    rows = con.execute(
+        "SELECT id, key, phash, dhash, labels FROM h SEMI JOIN pair_ids USING (id) ORDER BY id"
+    ).fetchall()
+    return {int(r[0]): tuple(r[1:]) for r in rows}
+
+
 def _distance(x: int, y: int) -> int:
     return ((x ^ y) & (2**64 - 1)).bit_count()
 
@@ -129,27 +142,29 @@ class NearDuplicatesPass:
                 [list(inputs.sidecars)],
             )
             pairs = near_pairs(con, self.opts)
-            rows = con.execute("SELECT key, phash, dhash, labels FROM h ORDER BY id").fetchall()
+            rows = _members(con, pairs)
         finally:
             con.close()
         return self._groups(rows, pairs)
 
-    def _groups(self, rows: list[tuple[Any, ...]], pairs: pa.Table) -> pa.Table:
+    def _groups(self, rows: dict[int, tuple[Any, ...]], pairs: pa.Table) -> pa.Table:
         if pairs.num_rows == 0:
             return SCHEMA.empty_table()
-        a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
-        group = components(len(rows), a, b)
+        ids = np.array(sorted(rows), dtype=np.int64)  # only the samples in a pair
+        a = np.searchsorted(ids, pairs["a"].to_numpy())
+        b = np.searchsorted(ids, pairs["b"].to_numpy())
+        group = components(len(ids), a, b)
         members: dict[int, list[int]] = {}
-        for i in np.unique(np.concatenate([a, b])).tolist():
-            members.setdefault(int(group[i]), []).append(i)
+        for i, g in enumerate(group.tolist()):
+            members.setdefault(g, []).append(int(ids[i]))
         out = []
         reason = REASON if self.opts.action == "reject" else None
-        for ids in members.values():
-            keep = min(ids, key=lambda i: (-rows[i][3], i))  # most labels, then smallest key
-            for i in ids:
+        for group_ids in members.values():
+            keep = min(group_ids, key=lambda i: (-rows[i][3], i))  # most labels, smallest key
+            for i in group_ids:
                 if i != keep:
                     out.append({"key": rows[i][0], "duplicate_of": rows[keep][0],
-                                "group_size": len(ids),
+                                "group_size": len(group_ids),
                                 "phash_distance": _distance(rows[i][1], rows[keep][1]),
                                 "dhash_distance": _distance(rows[i][2], rows[keep][2]),
                                 "reject_reason": reason})  # fmt: skip

@@ -14,7 +14,7 @@ import yaml
 from geoweave.builders import plan_file
 from geoweave.builders.plan import STRIP_ROWS, plan_tiles
 from geoweave.builders.plan_file import plan_digest
-from geoweave.builders.recipe import Recipe
+from geoweave.builders.recipe import Recipe, SplitsConfig
 from geoweave.sources.grid import cells_over, grid_crs_for, tile_key
 from geoweave.sources.imagery import GeoTiffSource
 from tests.conftest import SF_BAY
@@ -54,6 +54,38 @@ def test_streamed_plan_keeps_the_strip_order_and_whole_shards_per_row_group(
     for s in (0, 6, 7, 8, plan.num_shards - 1):
         assert plan.shard_tiles(s) == tiles[s * 7 : (s + 1) * 7]
     assert plan.counts == {("l7", 30.0, "planned"): len(tiles)}
+
+
+def test_splits_of_a_plan_scanned_by_row_group_equal_the_buffer_over_every_tile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The plan's splits are made in three scans of its row groups (``splits_scan``), and the
+    buffer runs over only the tiles near another split's block. The result equals the buffer
+    run over every tile at once (``splits._buffer`` over all footprints, from each block's
+    split), over 49-tile row groups, and the one-batch ``assign_splits``."""
+    import numpy as np
+    import shapely
+
+    from geoweave.builders import splits as sp
+    from geoweave.builders import splits_scan
+
+    monkeypatch.setattr(plan_file, "GROUP_TARGET", 50)
+    config = SplitsConfig(enabled=True, block_m=2000, buffer_m=300)
+    recipe = _recipe().model_copy(update={"splits": config})
+    plan = plan_tiles(recipe, [GeoTiffSource("l7", SF_LANDSAT, [1, 2, 3], "none")])
+    assert pq.ParquetFile(plan.path).num_row_groups > 20
+    got = pq.read_table(plan.path, columns=["split"]).column("split").to_pylist()
+    tiles = plan.load_tiles()
+    assert got == sp.assign_splits(tiles, config, recipe.seed)
+    table = pq.read_table(plan.path)
+    found = splits_scan.census(lambda: iter([table]), 2000)
+    block_split = sp._deal(found, list(sp.PRIORITY), config, recipe.seed)
+    codes = block_split[found.index(splits_scan.Footprints.of(table, 2000).keys)]
+    boxes = shapely.box(*np.array([t.bounds for t in tiles]).T)
+    every = sp._buffer(boxes, codes, 3, 300)
+    assert got == [sp.PRIORITY[c] if c >= 0 else "buffer" for c in every.tolist()]
+    assert {"train", "val", "test"} <= set(got) and got.count("buffer") > 50
+    assert plan.digest == plan_digest(plan.path)  # the rewrite kept the digest
 
 
 def test_a_replan_has_the_same_digest_and_an_undigested_plan_is_compared_by_tiles(
