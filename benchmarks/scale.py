@@ -1,5 +1,6 @@
-"""Scale figures (issue 11): plan time and memory at 1M and 10M tiles, the driver's and a
-worker's peak memory on a build at 1x and 10x the tiles, and a build on 2 Ray nodes against 1.
+"""Scale figures (issue 11): plan time and memory at 1M and 10M tiles (and 10M with splits),
+the driver's and a worker's peak memory on builds at 1x to 300x the tiles, and a build on 2
+Ray nodes against 1.
 
 ``python benchmarks/scale.py`` (``--quick`` for a smoke run). Every figure comes from
 ``build-dataset`` run as a subprocess: peak RSS is the process's own ``ru_maxrss`` (the
@@ -38,7 +39,9 @@ MEASURED = (
 )
 
 
-def recipe(gsd: float, size: int, per_shard: int, osm: bool) -> dict[str, Any]:
+def recipe(
+    gsd: float, size: int, per_shard: int, osm: bool, splits: bool = False
+) -> dict[str, Any]:
     r: dict[str, Any] = {
         "name": "scale",
         "imagery": [{"name": "l7", "path": str(LANDSAT), "bands": [1, 2, 3], "scale": "none"}],
@@ -48,6 +51,8 @@ def recipe(gsd: float, size: int, per_shard: int, osm: bool) -> dict[str, Any]:
     }
     if osm:
         r["labels"] = {"osm": [str(PBF)]}
+    if splits:
+        r["splits"] = {"enabled": True}
     return r
 
 
@@ -66,7 +71,9 @@ def measured(*args: str, extra_env: dict[str, str] | None = None) -> tuple[float
 
 
 def plan_figures(gsd: float, name: str) -> dict[str, Any]:
-    path = write_recipe(recipe(gsd, 8, 1000, osm=False), OUT / "scale" / f"plan-{name}.yaml")
+    """``build-dataset plan`` at ``gsd``; a name ending in ``+splits`` assigns splits too."""
+    r = recipe(gsd, 8, 1000, osm=False, splits=name.endswith("+splits"))
+    path = write_recipe(r, OUT / "scale" / f"plan-{name}.yaml")
     seconds, rss, stdout = measured("plan", str(path))
     tiles = int(re.search(r"^(\d+) tiles in", stdout, re.M)[1])  # type: ignore[index]
     return {"tiles": tiles, "seconds": round(seconds, 1), "peak_rss_mb": rss,
@@ -123,15 +130,17 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     quick = p.parse_args().quick
     # the SF Landsat footprint at 8 px tiles: 0.7 m -> about 10M tiles, 2.2 m -> about 1M
-    plan_gsd = {"1M": 2.2, "10M": 0.7} if not quick else {"1M": 10.0, "10M": 3.2}
-    build_gsd = {"1x": 30.0, "10x": 9.5, "30x": 5.5, "100x": 3.0}
+    plan_gsd = {"1M": 2.2, "10M": 0.7, "10M+splits": 0.7}
+    if quick:
+        plan_gsd = {"1M": 10.0, "10M": 3.2, "10M+splits": 3.2}
+    build_gsd = {"1x": 30.0, "10x": 9.5, "30x": 5.5, "100x": 3.0, "300x": 1.73}
     if quick:
         build_gsd = {"1x": 60.0, "10x": 30.0}
     results: dict[str, Any] = {"plan": {}, "build": {}}
     for name, gsd in plan_gsd.items():
         results["plan"][name] = plan_figures(gsd, name)
         print(name, results["plan"][name], flush=True)
-    for name, gsd in build_gsd.items():  # DuckDB's default caps (manifests/duck.py)
+    for name, gsd in build_gsd.items():  # geoweave's DuckDB cap (manifests/duck.py)
         results["build"][name] = build_figures(gsd, name, "--num-cpus", "2")
         print(name, results["build"][name], flush=True)
     results["nodes"] = two_nodes_vs_one(build_gsd["1x"])
@@ -142,8 +151,9 @@ def main() -> None:
 
 def table(r: dict[str, Any]) -> str:
     rows = ["| figure | value |", "|---|---|"]
-    for f in r["plan"].values():
-        rows.append(f"| plan, {f['tiles']:,} tiles | {f['seconds']} s ({f['s_per_million']} s "
+    for name, f in r["plan"].items():
+        splits = " with splits" if name.endswith("+splits") else ""
+        rows.append(f"| plan{splits}, {f['tiles']:,} tiles | {f['seconds']} s ({f['s_per_million']} s "
                     f"per million), peak RSS {f['peak_rss_mb']} MB |")  # fmt: skip
     for name, f in r["build"].items():
         rows.append(f"| build {name}: {f['tiles']:,} tiles, {f['shards']} shards | "

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from geoweave.manifests import sidecar_sql
 from geoweave.manifests.duck import connect
 from geoweave.protocols import PassInput
 from geoweave.registry import CORPUS_PASSES
@@ -133,13 +134,15 @@ class NearDuplicatesPass:
             return SCHEMA.empty_table()
         con = connect()
         try:
-            con.execute(
+            sidecar_sql.execute(
+                con,
                 """CREATE TEMP TABLE h AS
                 SELECT (row_number() OVER (ORDER BY key) - 1)::BIGINT AS id, key, phash,
                        dhash, len(osm) AS labels
                 FROM read_parquet(?, union_by_name = true)
                 WHERE status = 'kept' AND phash IS NOT NULL""",
                 [list(inputs.sidecars)],
+                inputs.sidecars,
             )
             pairs = near_pairs(con, self.opts)
             rows = _members(con, pairs)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geoweave.files import atomic_path, write_text
+from geoweave.manifests import sidecar_sql
 from geoweave.manifests.duck import connect
 from geoweave.protocols import CorpusPass, PassInput
 from geoweave.registry import CORPUS_PASSES
@@ -89,7 +90,8 @@ def sidecar_query(inputs: PassInput, sql: str, params: list[Any], schema: pa.Sch
         return schema.empty_table()
     con = connect()
     try:
-        table = con.execute(sql, [list(inputs.sidecars), *params]).to_arrow_table()
+        sidecars = list(inputs.sidecars)
+        table = sidecar_sql.execute(con, sql, [sidecars, *params], sidecars).to_arrow_table()
     finally:
         con.close()
     return table.cast(schema)

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import duckdb
 
 from geoweave.errors import FatalError
+from geoweave.manifests.duck import memory_limit
 from geoweave.manifests.manifest import MANIFEST
 from geoweave.text import printable
 
@@ -30,8 +31,10 @@ _QUERY = duckdb.StatementType.SELECT
 _EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)
 
 
-def open_manifest(out_dir: str | Path) -> duckdb.DuckDBPyConnection:
-    """The manifest, read-only, locked to reading files in its own folder."""
+def open_manifest(out_dir: str | Path, capped: bool = False) -> duckdb.DuckDBPyConnection:
+    """The manifest, read-only, locked to reading files in its own folder; ``capped``: under
+    the build's DuckDB memory cap (``manifests/duck.py``: the report at the end of a build),
+    else DuckDB's default (a user's query may use the machine)."""
     path = Path(out_dir)
     if path.is_dir():
         path = path / MANIFEST
@@ -45,6 +48,9 @@ def open_manifest(out_dir: str | Path) -> duckdb.DuckDBPyConnection:
         "autoinstall_known_extensions": False,
     }
     con = duckdb.connect(str(path), read_only=True, config=config)
+    if capped:
+        con.execute("SET memory_limit = ?", [memory_limit()])
+        con.execute("SET enable_external_file_cache = false")
     con.execute("SET allowed_directories = ?", [[folder]])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

@@ -98,7 +98,7 @@ def gather(out_dir: Path, seed: int = 0, gallery: int = 24, max_tiles: int = 200
     """Read what the report shows from the build in ``out_dir`` (FatalError without a
     manifest). ``gallery`` kept samples are drawn by ``seed``; at most ``max_tiles``
     footprints are drawn on the map (a seeded sample of them beyond that)."""
-    con = open_manifest(out_dir)
+    con = open_manifest(out_dir, capped=True)
     try:
         run = _newest_run(con)
         footprints, total = _footprints(con, max_tiles)

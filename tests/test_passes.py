@@ -166,3 +166,46 @@ def test_manifest_connections_are_capped_and_take_the_cap_from_the_environment(
     assert setting(con, "temp_directory").endswith(f"geoweave-duckdb-{os.getpid()}")
     monkeypatch.setenv(duck.MEMORY_ENV, "300MB")
     assert setting(duck.connect(), "memory_limit").replace(" ", "") in ("286.1MiB", "300.0MB")
+
+
+@pytest.mark.parametrize(
+    ("order", "reads"),
+    [
+        (["new", "new"], ["plain"]),  # every file complete: one plain read
+        (["new", "old"], ["plain", "by name"]),  # the plain read fails on the old file
+        (["old", "new"], ["by name"]),  # the first file lacks a column: by name at once
+    ],
+)
+def test_sidecar_sql_reads_without_union_by_name_unless_an_older_sidecar_lacks_a_column(
+    tmp_path: Path, order: list[str], reads: list[str]
+) -> None:
+    """``union_by_name`` holds every file's reader through the query (memory in proportion
+    to the corpus), so passes read by the first file's columns; a sidecar of an older
+    geoweave (no ``cell`` column) still reads, with nulls, first or last."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from geoweave.manifests import sidecar_sql
+    from geoweave.record import SIDECAR_SCHEMA
+
+    files = {"new": tmp_path / "new.parquet", "old": tmp_path / "old.parquet"}
+    rows = [{"key": "a", "status": "kept", "cell": "c1"}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SIDECAR_SCHEMA), files["new"])
+    older = pa.Table.from_pylist([{"key": "b", "status": "kept"}], schema=SIDECAR_SCHEMA)
+    pq.write_table(older.drop_columns(["cell"]), files["old"])
+
+    class Recording:
+        def __init__(self) -> None:
+            self.con, self.sql = duckdb.connect(), list[str]()
+
+        def execute(self, sql: str, params: list[object]) -> duckdb.DuckDBPyConnection:
+            self.sql.append(sql)
+            return self.con.execute(sql, params)
+
+    con = Recording()
+    paths = [str(files[name]) for name in order]
+    query = f"SELECT key, cell FROM {sidecar_sql.UNION} ORDER BY key"
+    got = sidecar_sql.execute(con, query, [paths], paths).fetchall()  # type: ignore[arg-type]
+    want = [("a", "c1")] * 2 if "old" not in order else [("a", "c1"), ("b", None)]
+    assert got == want
+    assert ["by name" if sidecar_sql.UNION in s else "plain" for s in con.sql] == reads

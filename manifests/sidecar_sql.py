@@ -1,0 +1,48 @@
+"""SQL over a build's sidecars, without DuckDB's ``union_by_name`` when it is not needed.
+
+``read_parquet(files, union_by_name = true)`` opens a reader for every file up front and holds
+them all through the query: measured, a pass over 3,263 sidecars took 430 MB beyond DuckDB's
+memory cap (about 130 KB a file, so in proportion to the corpus), against 10 MB without it.
+Without it DuckDB takes the first file's columns and matches the other files' by name, and
+fails on a file lacking one of them (a sidecar written by an older geoweave). So a query runs
+without it when the first sidecar holds every column this version writes, and again with it
+when a file lacks one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from geoweave.record import SIDECAR_SCHEMA
+
+log = logging.getLogger("geoweave")
+
+UNION = "read_parquet(?, union_by_name = true)"  # what a query over sidecars writes
+PLAIN = "read_parquet(?)"
+
+
+def execute(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], sidecars: Sequence[str]
+) -> duckdb.DuckDBPyConnection:
+    """``con.execute(sql, params)``, each ``UNION`` in ``sql`` read as ``PLAIN`` when that
+    reads the same rows (see the module docstring)."""
+    if UNION in sql and sidecars and _complete(sidecars[0]):
+        try:
+            return con.execute(sql.replace(UNION, PLAIN), params)
+        except duckdb.InvalidInputException as e:
+            if "schema mismatch" not in str(e):
+                raise
+            log.info("sidecars of several geoweave versions: reading them by name")
+    return con.execute(sql, params)
+
+
+def _complete(path: str) -> bool:
+    try:
+        return set(SIDECAR_SCHEMA.names) <= set(pq.read_schema(path).names)
+    except (OSError, ValueError):
+        return False  # unreadable: let DuckDB name the file in its error
