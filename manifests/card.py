@@ -195,6 +195,18 @@ def _faithfulness(f: dict[str, Any]) -> str:
     return head + _table(["score", "samples"], [list(r) for r in f["faithfulness"]])
 
 
+def public_paths(value: Any) -> Any:
+    """The recipe as the card shows it: every absolute local path cut to its file name (the
+    builder's folders are nobody's business on the Hub; URLs stay whole)."""
+    if isinstance(value, dict):
+        return {k: public_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_paths(v) for v in value]
+    if isinstance(value, str) and "://" not in value and Path(value).is_absolute():
+        return Path(value).name
+    return value
+
+
 def _provenance(f: dict[str, Any]) -> str:
     run = f["run"]
     if not run:
@@ -203,7 +215,7 @@ def _provenance(f: dict[str, Any]) -> str:
     inputs = _table(
         ["input", "sha256"], [[Path(str(k)).name, v] for k, v in sorted(run["inputs"].items())]
     )
-    recipe = yaml.safe_dump(run["recipe"], sort_keys=False, allow_unicode=True)
+    recipe = yaml.safe_dump(public_paths(run["recipe"]), sort_keys=False, allow_unicode=True)
     n_shards, complete, nbytes = f["shards"]
     return (
         f"## Provenance\n\nRun `{run['run_id']}` ({f['runs']} run(s) in the manifest), "

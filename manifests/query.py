@@ -129,8 +129,10 @@ def run_query(out_dir: str | Path, sql: str) -> tuple[list[str], list[tuple[Any,
 
 
 def format_rows(
-    cols: list[str], rows: list[tuple[Any, ...]], fmt: str, out: TextIO = sys.stdout
+    cols: list[str], rows: list[tuple[Any, ...]], fmt: str, out: TextIO | None = None
 ) -> None:
+    """Rows as json, csv or a table, to ``out`` (``sys.stdout`` at the time of the call)."""
+    out = sys.stdout if out is None else out
     if fmt == "json":
         json.dump([dict(zip(cols, r, strict=True)) for r in rows], out, default=str, indent=1)
         out.write("\n")

@@ -126,6 +126,14 @@ def test_query_table_escapes_control_characters() -> None:
     assert "a\\x1b[31mb\\nc\\u202ed" in text
 
 
+def test_query_rows_go_to_the_stdout_of_the_time_of_the_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not to the ``sys.stdout`` of import time (a default argument would bind that one)."""
+    format_rows(["v", "w"], [("x", 1)], "csv")
+    assert capsys.readouterr().out.splitlines() == ["v,w", "x,1"]
+
+
 @pytest.mark.parametrize(
     ("raw", "clean"),
     [

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.conftest import REPO, run_cli, run_main
+from tests.conftest import REPO, SF_BAY, run_cli, run_main
 from tests.hub_server import StandInHub
 
 TOKEN = "hf_standin_0123456789abcdefSECRET"
@@ -169,6 +169,9 @@ def test_the_card_validates_and_shows_the_manifest_figures(build: Path) -> None:
     for step, rejected, remaining in funnel:
         assert f"| {step} | {rejected:,} | {remaining:,} |" in text
     assert all(c in text for c in checksums.values()) and "@misc{" in text
+    # the recipe names its inputs by file name: no folder of the builder's machine
+    assert str(SF_BAY) not in text and str(build) not in text and "/tmp/" not in text
+    assert "sf_bay_landsat7_falsecolor_30m.tif" in text.split("```yaml")[1]
     assert run_main("publish", str(build), "--repo-id", REPO_ID, "--dry-run").returncode == 0
     assert digests(build / "_publish") == first, "the same manifest gives the same bytes"
 
