@@ -25,6 +25,7 @@ from geoweave.manifests.duck import connect
 from geoweave.manifests.passes import overlays
 from geoweave.record import SIDECAR_SCHEMA
 from geoweave.stats import COMPLETE, SHARDS_SCHEMA, ShardStats
+from geoweave.tile import grid_id
 
 log = logging.getLogger("geoweave")
 
@@ -55,8 +56,9 @@ INSERT INTO samples BY NAME
 SELECT p.key, p.shard::INTEGER AS shard, 'failed' AS status,
        CASE WHEN p.shard IN (SELECT shard FROM shards WHERE status = 'failed')
             THEN 'shard_failed' ELSE 'not_built' END AS reject_reason,
-       p.source, p.crs, p.gsd_m, p.size_px::INTEGER AS size_px{split}
-FROM read_parquet(?) p ANTI JOIN samples s ON s.key = p.key
+       p.source, p.crs, p.gsd_m, p.size_px::INTEGER AS size_px{split},
+       g.grid || '_' || p.col || '_' || p.row AS cell
+FROM read_parquet(?) p JOIN plan_grids g USING (gsd_m, crs) ANTI JOIN samples s ON s.key = p.key
 """
 
 
@@ -284,7 +286,9 @@ def _write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> N
     if (out_dir / PLAN).exists():
         has_split = "split" in pq.read_schema(out_dir / PLAN).names  # plans before splits: none
         sql = MISSING_FROM_PLAN.format(split=", p.split" if has_split else "")
+        _register_grids(con, out_dir / PLAN)
         con.execute(sql, [str(out_dir / PLAN)])
+        con.unregister("plan_grids")
     con.execute(REJECTS_VIEW)
     if "cell" in {r[0] for r in con.execute("DESCRIBE samples").fetchall()}:
         con.execute(CELLS_VIEW)
@@ -294,6 +298,15 @@ def _write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> N
     from geoweave.manifests.reviews import apply as apply_reviews
 
     apply_reviews(con, out_dir)  # human reviews imported from Label Studio, if any
+
+
+def _register_grids(con: duckdb.DuckDBPyConnection, plan: Path) -> None:
+    """``plan_grids(gsd_m, crs, grid)``: the plan's grids as cells name them (``grid_id``),
+    so a tile that never got a sidecar still has its ``cell``."""
+    pairs = con.execute("SELECT DISTINCT gsd_m, crs FROM read_parquet(?)", [str(plan)]).fetchall()
+    grids = [{"gsd_m": g, "crs": c, "grid": grid_id(g, c)} for g, c in pairs]
+    schema = pa.schema([("gsd_m", pa.float64()), ("crs", pa.string()), ("grid", pa.string())])
+    con.register("plan_grids", pa.Table.from_pylist(grids, schema=schema))
 
 
 def _apply_rejections(con: duckdb.DuckDBPyConnection, table: str) -> None:

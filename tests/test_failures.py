@@ -104,6 +104,9 @@ def test_lost_worker_is_retried_then_recorded_failed_and_rerun(
         "SELECT count(*) FROM samples WHERE status = 'failed' AND reject_reason = 'shard_failed'"
     ).fetchone()[0]
     assert failed == con.execute("SELECT tiles FROM shards WHERE shard = 0").fetchone()[0]
+    # a failed tile keeps its ground: its cell is its key without the source (``img_``)
+    cells = con.execute("SELECT key, cell FROM samples WHERE status = 'failed'").fetchall()
+    assert len(cells) == failed and all(c == k.removeprefix("img_") for k, c in cells)
     planned = con.execute("SELECT count(*), count(DISTINCT key) FROM samples").fetchone()
     assert planned[0] == planned[1]  # every tile once: kept, rejected or failed
     con.close()
