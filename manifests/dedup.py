@@ -64,27 +64,27 @@ def masks(bits: int, within: int) -> np.ndarray:
 
 def near_pairs(con: duckdb.DuckDBPyConnection, opts: DedupOptions) -> pa.Table:
     """(a, b, dp, dd) for every near-duplicate pair of table ``h(id, phash, dhash)``, a < b.
-    One band at a time, so the expanded band values of only one band are held at once."""
+    One band at a time; each candidate's distances are computed inside the join that finds
+    it, so only true pairs are kept (never the candidates: they grow with the square of the
+    corpus, 47M for 300k random hashes, 520M for 1M)."""
     flips = masks(BAND_BITS, opts.max_phash_distance // BANDS)
     con.register("flips", pa.table({"m": flips}))
-    con.execute("CREATE TEMP TABLE candidates (a BIGINT, b BIGINT)")
+    con.execute("CREATE TEMP TABLE pairs (a BIGINT, b BIGINT, dp INTEGER, dd INTEGER)")
     for band in range(BANDS):
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE band AS
-            SELECT id, (phash >> {BAND_BITS * band}) & {2**BAND_BITS - 1} AS v FROM h"""
+            SELECT id, (phash >> {BAND_BITS * band}) & {2**BAND_BITS - 1} AS v, phash, dhash
+            FROM h"""
         )
         con.execute(
-            """INSERT INTO candidates SELECT x.id, y.id
-            FROM (SELECT id, xor(v, m) AS v FROM band, flips) x
-            JOIN band y ON x.v = y.v AND x.id < y.id"""
+            """INSERT INTO pairs
+            SELECT x.id, y.id, bit_count(xor(x.phash, y.phash)), bit_count(xor(x.dhash, y.dhash))
+            FROM (SELECT id, xor(v, m) AS v, phash, dhash FROM band, flips) x
+            JOIN band y ON x.v = y.v AND x.id < y.id
+            WHERE bit_count(xor(x.phash, y.phash)) <= ? AND bit_count(xor(x.dhash, y.dhash)) <= ?""",
+            [opts.max_phash_distance, opts.max_dhash_distance],
         )
-    return con.execute(
-        """SELECT a, b, bit_count(xor(ha.phash, hb.phash)) AS dp,
-               bit_count(xor(ha.dhash, hb.dhash)) AS dd
-        FROM (SELECT DISTINCT a, b FROM candidates) JOIN h ha ON ha.id = a JOIN h hb ON hb.id = b
-        WHERE dp <= ? AND dd <= ?""",
-        [opts.max_phash_distance, opts.max_dhash_distance],
-    ).to_arrow_table()
+    return con.execute("SELECT DISTINCT a, b, dp, dd FROM pairs ORDER BY a, b").to_arrow_table()
 
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
