@@ -27,6 +27,7 @@ from geoweave.files import atomic_path
 from geoweave.manifests.manifest import PLAN, finished_run, record_run, write_manifest
 from geoweave.manifests.passes import run_passes
 from geoweave.manifests.query import kept_where
+from geoweave.manifests.report import write_report_or_warn
 from geoweave.manifests.review_tasks import images
 from geoweave.tile import Tile
 
@@ -72,6 +73,7 @@ def export_subset(
         record_run(to_dir, record)
         run_passes(to_dir, name, [("statistics_v1", {})])
         manifest = write_manifest(to_dir, name)
+        write_report_or_warn(to_dir)  # a build of its own: its own report
     return {**record, "out_dir": str(to_dir), "manifest": str(manifest),
             "seconds": time.time() - t0}  # fmt: skip
 

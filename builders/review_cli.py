@@ -12,6 +12,7 @@ from geoweave.builders.outdir import OutputLock
 from geoweave.errors import FatalError
 from geoweave.manifests import label_studio, reviews
 from geoweave.manifests.manifest import finished_run, write_manifest
+from geoweave.manifests.report import write_report_or_warn
 from geoweave.manifests.review_tasks import LABEL_CONFIG, ReviewError, choose, images, task
 
 
@@ -91,6 +92,7 @@ def _import(args: argparse.Namespace, out_dir: Path, name: str) -> int:
     with OutputLock(out_dir):
         changed, same = reviews.store(out_dir, found)
         write_manifest(out_dir, name)
+        write_report_or_warn(out_dir)  # the report shows the reviews and the new funnel
     _print_stats(out_dir, changed, same)
     return 0
 

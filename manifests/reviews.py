@@ -117,11 +117,16 @@ def apply(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
         return
     con.execute("CREATE TABLE reviews AS SELECT * FROM read_parquet(?)", [str(path)])
     con.execute(REVIEW_ORIGIN)  # what was reviewed, before the edits replace it
+    (was_kept,) = con.execute(
+        """SELECT count(*) FROM samples s JOIN reviews r USING (key)
+        WHERE r.verdict = 'reject' AND s.status = 'kept'"""
+    ).fetchone() or (0,)
     con.execute(
         """UPDATE samples SET status = 'rejected_by_review', rejected_by = 'review',
             reject_reason = 'review: ' || coalesce(array_to_string(r.issues, ', '), '')
         FROM reviews r WHERE samples.key = r.key AND r.verdict = 'reject'"""
     )
+    _funnel_row(con, int(was_kept))
     edited = con.execute(
         """SELECT s.key, s.captions, s.qa, r.captions, r.qa, r.captions_edited, r.qa_edited
         FROM samples s JOIN reviews r USING (key) WHERE r.captions_edited OR r.qa_edited"""
@@ -129,6 +134,15 @@ def apply(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     if edited:
         _replace_text(con, edited)
     con.execute(REVIEW_STATS)
+
+
+def _funnel_row(con: duckdb.DuckDBPyConnection, rejected: int) -> None:
+    """The funnel's last step: the kept samples the reviewers rejected."""
+    con.execute(
+        """INSERT INTO funnel SELECT (SELECT coalesce(max(position) + 1, 0) FROM funnel),
+            'review', ?, (SELECT count(*) FROM samples WHERE status = 'kept')""",
+        [rejected],
+    )
 
 
 def _replace_text(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None:

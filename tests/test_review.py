@@ -135,8 +135,16 @@ def test_export_annotate_import_round_trip(
     (tmp_path / "export.json").write_bytes(export)
     fresh = tmp_path / "fresh"
     shutil.copytree(built, fresh)
+    report = (fresh / "report.html").read_text()
+    assert "no reviews imported" in report
     res = run_main("review", "import", str(fresh), "--from-file", str(tmp_path / "export.json"))
     assert res.returncode == 0, res.stderr
+    # the funnel ends with the reviewers' rejection, and the report is rewritten to show it
+    funnel = _sql(fresh, "SELECT step, rejected, remaining FROM funnel ORDER BY position")
+    (kept,) = _sql(fresh, "SELECT count(*) FROM samples WHERE status = 'kept'")[0]
+    assert funnel[-1] == ("review", 1, kept) and funnel[-2][2] == kept + 1
+    report = (fresh / "report.html").read_text()
+    assert "no reviews imported" not in report and "3 reviewed: 2 accepted, 1 rejected" in report
     cols = "key, verdict, issues, captions, captions_edited, generated_captions"
     assert _sql(fresh, f"SELECT {cols} FROM reviews ORDER BY key") == _sql(
         out, f"SELECT {cols} FROM reviews ORDER BY key"
@@ -164,6 +172,11 @@ def _export_reflects_the_review(
     assert sorted(records) == [k for k, *_ in kept]
     assert [c["text"] for c in records[keys[2]]["captions"]] == edited
     assert run_main("verify", str(subset)).returncode == 0
+    gallery = min(24, len(kept))  # the subset has its own report, of its own samples
+    assert (
+        f"{gallery} kept samples drawn at random (seeded) of {len(kept):,}"
+        in (subset / "report.html").read_text()
+    )
     again = run_main("export", str(out), "--to", str(subset))
     assert again.returncode == 2 and "not empty" in again.stderr
 
