@@ -12,21 +12,22 @@ build. NEW_OUT must be new or empty; it is locked while written.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from geoweave.builders.outdir import OutputLock
-from geoweave.builders.plan_file import tiles_table
+from geoweave.builders.plan_file import PlanWriter, tiles_table
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import FatalError
-from geoweave.files import atomic_path
 from geoweave.manifests.manifest import PLAN, finished_run, record_run, write_manifest
 from geoweave.manifests.passes import run_passes
-from geoweave.manifests.query import kept_where
+from geoweave.manifests.query import kept_batches
 from geoweave.manifests.report import write_report_or_warn
 from geoweave.manifests.review_tasks import images
 from geoweave.tile import Tile
@@ -53,7 +54,9 @@ def _check_target(to_dir: Path, out_dir: Path) -> None:
 def export_subset(
     out_dir: Path, where: str | None, to_dir: Path, per_shard: int | None
 ) -> dict[str, Any]:
-    """Write the subset; returns the summary ``print_summary`` prints."""
+    """Write the subset; returns the summary ``print_summary`` prints. The samples stream
+    from the manifest in key order, one shard's worth at a time, so a subset of any size
+    is never all in memory."""
     t0 = time.time()
     run = finished_run(out_dir)
     _check_target(to_dir, out_dir)
@@ -61,15 +64,25 @@ def export_subset(
     output = recipe.get("output") or {}
     formats = list(output.get("formats") or ["webdataset", "parquet"])
     per = per_shard or int(output.get("samples_per_shard") or 1000)
-    rows = sorted(kept_where(out_dir, "*", where), key=lambda r: r["key"])
-    if not rows:
+    batches = kept_batches(out_dir, "*", where, order_by="key", rows=per)
+    first = next(batches, None)
+    if first is None:
         raise FatalError(f"no kept sample of {out_dir} matches --where {where!r}")
     to_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(to_dir):
-        shards = [_write_shard(out_dir, to_dir, name, i, rows[i * per : (i + 1) * per], formats)
-                  for i in range((len(rows) + per - 1) // per)]  # fmt: skip
-        _write_plan(to_dir, rows, per)
-        record = _run_record(name, recipe, out_dir, where, t0, len(shards), len(rows))
+        plan = PlanWriter(to_dir / f".{PLAN}.tmp-{uuid.uuid4().hex[:8]}", per, {})
+        try:
+            shards = 0
+            for rows in itertools.chain([first], batches):
+                _write_shard(out_dir, to_dir, name, shards, rows, formats)
+                plan.add(_plan_rows(rows, shards))
+                shards += 1
+            written = plan.finish()
+        except BaseException:
+            plan.abort()
+            raise
+        os.replace(written.path, to_dir / PLAN)
+        record = _run_record(name, recipe, out_dir, where, t0, shards, written.num_tiles)
         record_run(to_dir, record)
         run_passes(to_dir, name, [("statistics_v1", {})])
         manifest = write_manifest(to_dir, name)
@@ -101,16 +114,15 @@ def _write_shard(
     return shard
 
 
-def _write_plan(to_dir: Path, rows: list[dict[str, Any]], per: int) -> None:
-    """The subset's plan: its samples as planned tiles (what ``verify`` and the manifest read)."""
+def _plan_rows(rows: list[dict[str, Any]], shard: int) -> pa.Table:
+    """One shard's samples as planned tiles (what ``verify`` and the manifest read)."""
     tiles = []
-    for i, r in enumerate(rows):
+    for r in rows:
         ground = r["gsd_m"] * r["size_px"]  # the cell from the transform's origin (x, y)
         col, row = round(r["transform"][2] / ground), round(r["transform"][5] / ground) - 1
         tiles.append(Tile(r["key"], r["source"], r["crs"], r["gsd_m"], r["size_px"], col, row,
-                          i // per, None, r["item_id"], r["split"]))  # fmt: skip
-    with atomic_path(to_dir / PLAN) as tmp:
-        pq.write_table(tiles_table(tiles), tmp)
+                          shard, None, r["item_id"], r["split"]))  # fmt: skip
+    return tiles_table(tiles)
 
 
 def _run_record(

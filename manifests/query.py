@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -92,6 +93,19 @@ def kept_where(
     """``SELECT {select} FROM samples`` over the kept samples matching ``where``, one SQL
     condition from the command line (``--where``): checked like ``query`` (read-only, one
     statement: a ``;`` in it would start another) and run on the locked connection."""
+    return [row for batch in kept_batches(out_dir, select, where, params) for row in batch]
+
+
+def kept_batches(
+    out_dir: str | Path,
+    select: str,
+    where: str | None,
+    params: list[Any] | None = None,
+    order_by: str | None = None,
+    rows: int = 10_000,
+) -> Iterator[list[dict[str, Any]]]:
+    """``kept_where`` a batch of ``rows`` at a time (in ``order_by`` order), so a subset of
+    any size is never all in memory."""
     sql = f"SELECT {select} FROM samples WHERE status = 'kept' AND ({where or 'true'})"
     try:
         if len(read_only_statements(sql)) != 1:
@@ -102,9 +116,10 @@ def kept_where(
         ) from None
     con = open_manifest(out_dir)
     try:
-        cur = con.execute(sql, params or [])
+        cur = con.execute(sql + (f" ORDER BY {order_by}" if order_by else ""), params or [])
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        while batch := cur.fetchmany(rows):
+            yield [dict(zip(names, r, strict=True)) for r in batch]
     except duckdb.Error as e:
         raise FatalError(f"--where {where!r}: {str(e).splitlines()[0]}") from None
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -203,3 +204,29 @@ def test_export_to_a_file_and_bad_input(
         res = run_main("review", *args)
         assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
         assert "Traceback" not in res.stderr
+
+
+def test_export_writes_one_shard_per_batch_of_the_manifest_and_refuses_bad_conditions(
+    built: Path, tmp_path: Path
+) -> None:
+    """The subset streams from the manifest in key order, a shard's worth at a time: shard i
+    holds the keys i*4 .. i*4+3 of the sorted subset, and the plan says so. A condition that
+    matches nothing, or is not SQL, fails before the folder is made."""
+    sub = tmp_path / "sub"
+    res = run_main("export", str(built), "--where", "gsd_m = 30", "--to", str(sub),
+                   "--samples-per-shard", "4")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    keys = [k for (k,) in _sql(built, "SELECT key FROM samples WHERE status = 'kept' AND "
+                                      "gsd_m = 30 ORDER BY key")]  # fmt: skip
+    assert len(keys) > 8
+    got = _sql(sub, "SELECT key, shard FROM samples ORDER BY key")
+    assert got == [(k, i // 4) for i, k in enumerate(keys)]
+    plan = pq.read_table(sub / "plan.parquet", columns=["key", "shard"]).to_pylist()
+    assert [(r["key"], r["shard"]) for r in plan] == got
+    assert len(list(sub.glob("rev-*.tar"))) == -(-len(keys) // 4)
+    assert not list(sub.glob("*.tmp-*")) and not list(sub.glob(".plan*"))
+    assert run_main("verify", str(sub)).returncode == 0
+    for where, needle in (("gsd_m = 999", "no kept sample"), ("nope = 1", "--where")):
+        res = run_main("export", str(built), "--where", where, "--to", str(tmp_path / "none"))
+        assert res.returncode == 2 and needle in res.stderr
+        assert not (tmp_path / "none").exists()
