@@ -6,7 +6,7 @@ memory cap (about 130 KB a file, so in proportion to the corpus), against 10 MB 
 Without it DuckDB takes the first file's columns and matches the other files' by name, and
 fails on a file lacking one of them (a sidecar written by an older geoweave). So a query runs
 without it when the first sidecar holds every column this version writes, and again with it
-when a file lacks one.
+when that fails (a file lacking a column, a column of another type).
 """
 
 from __future__ import annotations
@@ -34,10 +34,8 @@ def execute(
     if UNION in sql and sidecars and _complete(sidecars[0]):
         try:
             return con.execute(sql.replace(UNION, PLAIN), params)
-        except duckdb.InvalidInputException as e:
-            if "schema mismatch" not in str(e):
-                raise
-            log.info("sidecars of several geoweave versions: reading them by name")
+        except duckdb.Error as e:  # a file lacks a column, or types differ: read by name
+            log.info("reading the sidecars by name (%s)", str(e).splitlines()[0])
     return con.execute(sql, params)
 
 
