@@ -103,10 +103,13 @@ def kept_batches(
     params: list[Any] | None = None,
     order_by: str | None = None,
     rows: int = 10_000,
+    group_by: str | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """``kept_where`` a batch of ``rows`` at a time (in ``order_by`` order), so a subset of
-    any size is never all in memory."""
+    """``kept_where`` a batch of ``rows`` at a time (in ``order_by`` order; ``group_by``:
+    SQL of this code, never of the command line), so a subset of any size is never all in
+    memory."""
     sql = f"SELECT {select} FROM samples WHERE status = 'kept' AND ({where or 'true'})"
+    sql += f" GROUP BY {group_by}" if group_by else ""
     try:
         if len(read_only_statements(sql)) != 1:
             raise FatalError("give one SQL condition")

@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from geoweave.manifests.query import kept_where
+from geoweave.manifests.query import kept_batches, kept_where
 from geoweave.manifests.reviews import QA_SEP
 
 ISSUES = ("hallucination", "wrong count", "bad image", "other")
@@ -60,36 +60,53 @@ class ReviewError(ValueError):
 def choose(
     out_dir: Path, n: int, stratify_by: list[str], where: str | None, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """The kept samples to review (key, shard, captions, qa, strata), stratified."""
+    """The kept samples to review (key, shard, captions, qa, strata), stratified. Three
+    queries, so a corpus of any size is never in memory: the size of each group, then the
+    keys in each group's seeded order (only the first of each group kept), then the rows of
+    those keys."""
     unknown = sorted(set(stratify_by) - set(STRATA))
     if unknown:
         raise ReviewError(f"--stratify-by {', '.join(unknown)}: choose from {', '.join(STRATA)}")
-    strata = [f"{STRATA[s]} AS stratum_{s}" for s in stratify_by] or ["NULL AS stratum_all"]
-    select = f"key, shard, captions, qa, {', '.join(strata)}, hash(key || ?) AS draw"
-    rows = kept_where(out_dir, select, where, [str(seed)])
-    if not rows:
+    strata = ", ".join(f"{STRATA[s]} AS stratum_{s}" for s in stratify_by) or "NULL AS stratum_all"
+    names = [f"stratum_{s}" for s in stratify_by] or ["stratum_all"]
+    sizes = {
+        tuple(r[k] for k in names): int(r["n"])
+        for batch in kept_batches(out_dir, f"{strata}, count(*) AS n", where, group_by="ALL")
+        for r in batch
+    }
+    if not sizes:
         raise ReviewError(
             f"no kept sample matches --where {where!r}" if where else "no kept sample"
         )
-    return _stratified(rows, n)
+    share = _shares(sizes, n)
+    taken: dict[tuple[Any, ...], int] = dict.fromkeys(sizes, 0)
+    picked = []
+    draw = "hash(key || ?) AS draw"
+    order = f"{', '.join(names)}, draw, key"
+    for batch in kept_batches(out_dir, f"key, {strata}, {draw}", where, [str(seed)], order):
+        for r in batch:
+            g = tuple(r[k] for k in names)
+            if taken[g] < share[g]:
+                taken[g] += 1
+                picked.append(r["key"])
+    select = f"key, shard, captions, qa, {strata}, {draw}"
+    rows = kept_where(out_dir, select, "key IN (SELECT unnest(?::VARCHAR[]))", [str(seed), picked])
+    return sorted(rows, key=lambda r: r["key"])
 
 
-def _stratified(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(tuple(v for k, v in r.items() if k.startswith("stratum_")), []).append(r)
-    n = min(n, len(rows))
-    share = {g: max(1, round(n * len(m) / len(rows))) for g, m in groups.items()}
+def _shares(sizes: dict[tuple[Any, ...], int], n: int) -> dict[tuple[Any, ...], int]:
+    """Each group's share of ``n``, in proportion to its size, at least one while ``n``
+    allows; the rounding is settled on the largest groups."""
+    total = sum(sizes.values())
+    n = min(n, total)
+    share = {g: max(1, round(n * size / total)) for g, size in sizes.items()}
     while sum(share.values()) > n:  # the rounding gave too many: take from the largest
         biggest = max(share, key=lambda g: (share[g], str(g)))
         share[biggest] -= 1
     while sum(share.values()) < n:  # too few: give to the group with most left over
-        g = max(groups, key=lambda g: (len(groups[g]) - share[g], str(g)))
+        g = max(sizes, key=lambda g: (sizes[g] - share[g], str(g)))
         share[g] += 1
-    out = []
-    for g in sorted(groups, key=str):
-        out += sorted(groups[g], key=lambda r: r["draw"])[: share[g]]
-    return sorted(out, key=lambda r: r["key"])
+    return share
 
 
 def images(
