@@ -28,6 +28,7 @@ import numpy as np
 import rasterio
 
 from tests.ee_eval import Catalogue, EvalError, Evaluator, Grid, Img
+from tests.http_files import LoopbackServer
 
 DATA = Path(__file__).parent / "data"
 TOKEN = "stand-in-access-token"
@@ -200,8 +201,7 @@ def encode(img: Img, data: np.ndarray, grid: Grid, file_format: str) -> bytes:
         return bytes(mem.read())
 
 
-class EarthEngineStandIn(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class EarthEngineStandIn(LoopbackServer):
     block_on_close = False
 
     def __init__(self) -> None:
@@ -225,14 +225,6 @@ class EarthEngineStandIn(http.server.ThreadingHTTPServer):
             time.sleep(0.05)
         self.max_in_flight = 0
         self.pixel_requests.clear()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def start(self) -> EarthEngineStandIn:
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.lock:

@@ -10,6 +10,7 @@ import re
 import threading
 from functools import partial
 from pathlib import Path
+from typing import Self
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
@@ -51,18 +52,22 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class Files(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class LoopbackServer(http.server.ThreadingHTTPServer):
+    """A stand-in server on 127.0.0.1 at a free port, served from a daemon thread."""
 
-    def __init__(self, folder: Path) -> None:
-        super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(folder)))
-        self.requests = self.bytes = self.fail = 0
-        self.fail_paths: set[str] = set()  # these paths always answer 503
+    daemon_threads = True
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def start(self) -> Files:
+    def start(self) -> Self:
         threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
+
+
+class Files(LoopbackServer):
+    def __init__(self, folder: Path) -> None:
+        super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(folder)))
+        self.requests = self.bytes = self.fail = 0
+        self.fail_paths: set[str] = set()  # these paths always answer 503
