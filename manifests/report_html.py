@@ -115,24 +115,23 @@ def _map(d: ReportData) -> Safe:
         maps.append(el("div", el("h4", "by split"), footprint_map(d.footprints, d.area, "split")))
     else:
         maps.append(el("p", "splits off (splits.enabled: false)", class_="note"))
-    return el(
-        "section",
-        el("h2", "Map"),
-        el("p", note, class_="note"),
-        el("div", *maps, class_="grid"),
-        id="map",
-    )
+    return _grid_section("Map", note, maps, "map")
 
 
 def _gallery(d: ReportData) -> Safe:
     cards = [_card(item) for item in d.gallery]
     note = f"{len(cards)} kept samples drawn at random (seeded) of {d.kept:,}"
+    return _grid_section("Gallery", note, cards, "gallery")
+
+
+def _grid_section(title: str, note: str, items: list[Safe], section_id: str) -> Safe:
+    """A section: its heading, a note, and its items side by side."""
     return el(
         "section",
-        el("h2", "Gallery"),
+        el("h2", title),
         el("p", note, class_="note"),
-        el("div", *cards, class_="grid"),
-        id="gallery",
+        el("div", *items, class_="grid"),
+        id=section_id,
     )
 
 
