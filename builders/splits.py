@@ -96,7 +96,8 @@ def split_batches(batches: Batches, config: SplitsConfig, seed: int) -> Iterator
     codes = _buffer(shapely.box(*near.bounds.T), near.codes, len(names), buffer_m)
     buffered = near.index[codes == _BUFFER]
     counts: Counter[str] = Counter()
-    for batch in split_labels(batches, found, block_split, buffered, config.block_m, names):
+    vocabulary = [*names, BUFFER]
+    for batch in split_labels(batches, found, block_split, buffered, config.block_m, vocabulary):
         counts.update({str(v["values"]): int(v["counts"]) for v in batch.value_counts().to_pylist()
                        if v["values"] is not None})  # fmt: skip
         yield batch

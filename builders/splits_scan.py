@@ -18,7 +18,7 @@ turns a neighbour ``(bx + dx, by + dy)`` into ``key + dx * 2**32 + dy``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +55,7 @@ class Census:
     keys: np.ndarray  # every block's key, sorted: a block's index is its place here
     strata: dict[Stratum, np.ndarray]  # stratum -> the indices of the blocks holding it
     ground_max: float
-    crs: set[str] = field(default_factory=set)
+    crs: set[str]
 
     def index(self, keys: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.keys, keys)
@@ -141,19 +141,17 @@ def _near_other_split(
 
 def labels(
     batches: Batches, c: Census, block_split: np.ndarray, buffered: np.ndarray, block_m: float,
-    names: list[str],
+    vocabulary: list[str],
 ) -> Iterator[pa.Array]:  # fmt: skip
-    """Scan 3: each batch's split labels (null for a tile the plan rejected); ``buffered`` sorted."""
-    vocabulary = pa.array([*names, "buffer"])  # code -1 (the buffer) takes the last
-    at = 0
+    """Scan 3: each batch's split labels (null for a tile the plan rejected): a split code's
+    place in ``vocabulary``, the buffer (code -1, and the ``buffered`` rows) its last."""
+    words, at = pa.array(vocabulary), 0
     for table in batches():
         fp = Footprints.of(table, block_m)
-        codes = block_split[c.index(fp.keys)].copy()
+        codes = block_split[c.index(fp.keys)]
         rows = np.flatnonzero(fp.live) + at
-        hit = np.minimum(np.searchsorted(buffered, rows), max(len(buffered) - 1, 0))
-        if len(buffered):
-            codes[buffered[hit] == rows] = -1
+        codes = np.where((codes < 0) | np.isin(rows, buffered), len(vocabulary) - 1, codes)
         full = np.zeros(table.num_rows, dtype=np.int64)
-        full[fp.live] = np.where(codes < 0, len(names), codes)
-        yield vocabulary.take(pa.array(full, mask=~fp.live))
+        full[fp.live] = codes
+        yield words.take(pa.array(full, mask=~fp.live))
         at += table.num_rows
