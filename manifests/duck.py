@@ -30,12 +30,17 @@ def memory_limit() -> str:
     return os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY
 
 
+def bound(con: duckdb.DuckDBPyConnection) -> None:
+    """Put ``con`` under the cap, without the external file cache."""
+    con.execute("SET memory_limit = ?", [memory_limit()])
+    con.execute("SET enable_external_file_cache = false")
+
+
 def connect(path: str | Path | None = None, **config: Any) -> duckdb.DuckDBPyConnection:
     """A connection (an in-memory database when ``path`` is None) under the cap, without the
     external file cache, spilling to the system's temporary folder."""
     con = duckdb.connect(str(path) if path is not None else ":memory:", config=config)
-    con.execute("SET memory_limit = ?", [memory_limit()])
-    con.execute("SET enable_external_file_cache = false")
+    bound(con)
     spill = Path(tempfile.gettempdir()) / f"geoweave-duckdb-{os.getpid()}"
     con.execute("SET temp_directory = ?", [str(spill)])
     return con

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import duckdb
 
 from geoweave.errors import FatalError
-from geoweave.manifests.duck import memory_limit
+from geoweave.manifests.duck import bound
 from geoweave.manifests.manifest import MANIFEST
 from geoweave.text import printable
 
@@ -50,8 +50,7 @@ def open_manifest(out_dir: str | Path, capped: bool = False) -> duckdb.DuckDBPyC
     }
     con = duckdb.connect(str(path), read_only=True, config=config)
     if capped:
-        con.execute("SET memory_limit = ?", [memory_limit()])
-        con.execute("SET enable_external_file_cache = false")
+        bound(con)
     con.execute("SET allowed_directories = ?", [[folder]])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
