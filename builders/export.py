@@ -13,7 +13,6 @@ build. NEW_OUT must be new or empty; it is locked while written.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +24,7 @@ from geoweave.builders.outdir import OutputLock
 from geoweave.builders.plan_file import PlanWriter, tiles_table
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import FatalError
+from geoweave.files import atomic_path
 from geoweave.manifests.manifest import PLAN, finished_run, record_run, write_manifest
 from geoweave.manifests.passes import run_passes
 from geoweave.manifests.query import kept_batches
@@ -70,18 +70,18 @@ def export_subset(
         raise FatalError(f"no kept sample of {out_dir} matches --where {where!r}")
     to_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(to_dir):
-        plan = PlanWriter(to_dir / f".{PLAN}.tmp-{uuid.uuid4().hex[:8]}", per, {})
-        try:
-            shards = 0
-            for rows in itertools.chain([first], batches):
-                _write_shard(out_dir, to_dir, name, shards, rows, formats)
-                plan.add(_plan_rows(rows, shards))
-                shards += 1
-            written = plan.finish()
-        except BaseException:
-            plan.abort()
-            raise
-        os.replace(written.path, to_dir / PLAN)
+        with atomic_path(to_dir / PLAN) as tmp:
+            plan = PlanWriter(tmp, per, {})
+            try:
+                shards = 0
+                for rows in itertools.chain([first], batches):
+                    _write_shard(out_dir, to_dir, name, shards, rows, formats)
+                    plan.add(_plan_rows(rows, shards))
+                    shards += 1
+                written = plan.finish()
+            except BaseException:
+                plan.abort()
+                raise
         record = _run_record(name, recipe, out_dir, where, t0, shards, written.num_tiles)
         record_run(to_dir, record)
         run_passes(to_dir, name, [("statistics_v1", {})])

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geoweave.files import atomic_path
 from geoweave.tile import Tile
 
 DIGEST_KEY = b"geoweave_plan_sha256"
@@ -181,17 +182,11 @@ def remove_with(plan: Plan, folder: Path) -> None:
 def set_splits(plan: Plan, splits: Iterable[pa.Array]) -> None:
     """Rewrite the plan file with each tile's split: one array per row group, in order."""
     src = pq.ParquetFile(plan.path)
-    tmp = plan.path.with_name(f".{plan.path.name}.splits")
-    try:
-        with pq.ParquetWriter(tmp, src.schema_arrow) as out:
-            for g, column in zip(range(src.num_row_groups), splits, strict=True):
-                table = src.read_row_group(g)
-                i = table.schema.get_field_index("split")
-                table = table.set_column(i, "split", column.cast(pa.string()))
-                out.write_table(table, row_group_size=plan.group_rows)
-            out.add_key_value_metadata({DIGEST_KEY: plan.digest.encode()})
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, plan.path)
+    with atomic_path(plan.path) as tmp, pq.ParquetWriter(tmp, src.schema_arrow) as out:
+        for g, column in zip(range(src.num_row_groups), splits, strict=True):
+            table = src.read_row_group(g)
+            i = table.schema.get_field_index("split")
+            table = table.set_column(i, "split", column.cast(pa.string()))
+            out.write_table(table, row_group_size=plan.group_rows)
+        out.add_key_value_metadata({DIGEST_KEY: plan.digest.encode()})
     plan._cache = None
