@@ -29,7 +29,8 @@ from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfi
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import ShardError
 from geoweave.protocols import ClassRaster, Filter, ImagerySource, TileDescription
-from geoweave.qa.image_hash import image_hashes
+from geoweave.qa.image_hash import hashes_of_grey, preview
+from geoweave.qa.pixels import grey_sum_of
 from geoweave.record import Sample, is_upsampled
 from geoweave.registry import (
     CAPTIONERS,
@@ -290,7 +291,8 @@ class ShardPipeline:
     def _encode(self, s: Sample) -> None:
         cfg, _ = self.imagery[s.tile.source]
         s.jpeg = encode_jpeg(s.rgb, self.recipe.output.jpeg_quality)
-        s.phash, s.dhash = image_hashes(s.rgb)  # for the near-duplicate pass
+        # for the near-duplicate pass, from the grey the image filters computed
+        s.phash, s.dhash = hashes_of_grey(preview(grey_sum_of(s)))
         if cfg.keep_bands:
             s.bands_tif = encode_geotiff(s.data, s.tile)
         s.drop_pixels()

@@ -86,6 +86,7 @@ class Sample:
     data: np.ndarray | None = None  # (bands, H, W), the source dtype; nodata pixels are 0
     valid: np.ndarray | None = None  # (H, W) bool
     rgb: np.ndarray | None = None  # (H, W, 3) uint8
+    pixel_cache: dict[str, np.ndarray] = field(default_factory=dict)  # stats shared by stages
     bands_tif: bytes | None = None
     jpeg: bytes | None = None
     nodata_fraction: float = 0.0
@@ -123,6 +124,7 @@ class Sample:
     def drop_pixels(self) -> None:
         """Free the arrays once the image is encoded (a shard holds many samples)."""
         self.data = self.valid = self.rgb = None
+        self.pixel_cache = {}
 
     @property
     def license(self) -> str:

@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from geoweave.qa import pixels
 from geoweave.record import Sample
 from geoweave.registry import FILTERS, NoOptions
 
@@ -53,21 +54,14 @@ class LowVarianceFilter:
     def check(self, sample: Sample) -> str | None:
         if sample.rgb is None:
             return "no_image"
-        std = grey_std(sample.rgb)
+        std = pixels.grey_std(pixels.grey_sum_of(sample))  # the grey shared with cloud_v1
         sample.scores["grey_std"] = round(std, 3)
         return "blank_or_low_variance" if std < self.min_std else None
 
 
 def grey_std(rgb: np.ndarray) -> float:
-    """Standard deviation of the grey level (mean of the channels) of an (H, W, 3) uint8 image.
-
-    Three in-place uint16 channel adds instead of a strided ``sum(axis=2)`` (6x faster on a
-    256 px tile), and ``std(sum / 3) = std(sum) / 3``.
-    """
-    grey = rgb[..., 0].astype(np.uint16)
-    grey += rgb[..., 1]
-    grey += rgb[..., 2]
-    return float(grey.std(dtype=np.float64) / 3.0)
+    """Standard deviation of the grey level (mean of the channels) of an (H, W, 3) uint8 image."""
+    return pixels.grey_std(pixels.grey_sum(rgb))
 
 
 @FILTERS.add("min_labels_v1")

@@ -2,12 +2,17 @@
 
 Two 64-bit hashes per image, numpy only (tens of microseconds per tile):
 
-- ``phash``: the luminance, area-averaged to 32 x 32, its 2-D DCT-II; the 8 x 8 lowest
-  frequencies against their median (as ``imagehash.phash``). Unchanged by a brightness or
+- ``phash``: the grey level (the mean of R, G and B, ``qa/pixels.py``), area-averaged to
+  32 x 32, its 2-D DCT-II; the 8 x 8 lowest frequencies against their median (the algorithm of
+  ``imagehash.phash``, which starts from the luminance instead). Unchanged by a brightness or
   contrast change, little changed by a shift of a pixel or two.
-- ``dhash``: the luminance area-averaged to 8 rows x 9 columns; each bit says whether a pixel
+- ``dhash``: the grey level area-averaged to 8 rows x 9 columns; each bit says whether a pixel
   is brighter than its right neighbour. A second, independent view of the structure: the pass
   asks both to agree, so a pHash collision of two unlike images is not taken for a duplicate.
+
+The pipeline hashes the grey sum the image filters already computed (``hashes_of_grey``);
+the 32 x 32 area means are exact integer box sums when the side is a multiple of 32 (both
+hashes only compare values, so sums serve as means).
 
 Bits are packed row-major, first bit highest, into a signed 64-bit integer (the Arrow and
 DuckDB ``BIGINT`` the sidecar stores); the Hamming distance is ``bit_count(xor(a, b))``.
@@ -19,7 +24,7 @@ import functools
 
 import numpy as np
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+from geoweave.qa.pixels import grey_sum
 
 
 @functools.cache
@@ -49,9 +54,18 @@ def area_mean(gray: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return _bin_matrix(h, rows) @ gray @ _bin_matrix(w, cols).T
 
 
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    """(H, W) float32 luminance of an (H, W, 3) uint8 image."""
-    return rgb.astype(np.float32) @ LUMA
+def box_sums(total: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Integer sums of an (H, W) grey sum over a rows x cols grid of equal boxes (H and W
+    multiples of rows and cols): strided adds, 3x faster than the matrix products."""
+    ky, kx = total.shape[0] // rows, total.shape[1] // cols
+    wide = ky * kx * 765 > np.iinfo(np.uint16).max  # 765: the largest grey sum
+    band: np.ndarray = total[0::ky].astype(np.uint32 if wide else np.uint16)
+    for i in range(1, ky):
+        band += total[i::ky]
+    out: np.ndarray = band[:, 0::kx].copy()
+    for i in range(1, kx):
+        out += band[:, i::kx]
+    return out
 
 
 def _pack(bits: np.ndarray) -> int:
@@ -86,7 +100,16 @@ def preview(img: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
 
 def image_hashes(rgb: np.ndarray) -> tuple[int, int]:
     """(phash, dhash) of an (H, W, 3) uint8 image (from its ``preview``)."""
-    small = area_mean(luminance(preview(rgb)), 32, 32).astype(np.float32)
+    return hashes_of_grey(grey_sum(preview(rgb)))
+
+
+def hashes_of_grey(total: np.ndarray) -> tuple[int, int]:
+    """(phash, dhash) from the (H, W) uint16 grey sum of an image's ``preview``."""
+    h, w = total.shape
+    if h % 32 == 0 and w % 32 == 0:
+        small = box_sums(total, 32, 32).astype(np.float32)
+    else:  # sides that do not divide (or under 32 px: pixels repeat) take the exact means
+        small = area_mean(total.astype(np.float32), 32, 32).astype(np.float32)
     return phash(small), dhash(small)
 
 

@@ -33,7 +33,7 @@ with ``scale: none`` is 255 wherever its value exceeds 255 (the plan warns of th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
 from geoweave.qa.image_hash import preview
+from geoweave.qa.pixels import grey_sum_of, smooth
 from geoweave.record import Sample
 from geoweave.registry import FILTERS
 
@@ -100,8 +101,8 @@ class CloudFilter:
         valid = preview(valid)  # tiles over 128 px: every k-th pixel (an unbiased share)
         if self.opts.mask_band:
             cloudy = preview(self._from_mask(sample))
-        else:
-            cloudy = self._heuristic(preview(sample.rgb))
+        else:  # the grey sum is shared with low_variance_v1 and the hashes
+            cloudy = self._heuristic(preview(sample.rgb), lambda: preview(grey_sum_of(sample)))
         n = int(np.count_nonzero(valid))
         fraction = float(np.count_nonzero(cloudy & valid) / n) if n else 0.0
         sample.scores["cloud_fraction"] = round(fraction, 4)
@@ -116,60 +117,34 @@ class CloudFilter:
         mask = sample.data[band - 1]
         return mask != 0 if self.codes is None else np.isin(mask, self.codes)
 
-    def _heuristic(self, rgb: np.ndarray) -> np.ndarray:
-        lo, hi = channel_range(rgb)
+    def _heuristic(self, rgb: np.ndarray, grey: Callable[[], np.ndarray]) -> np.ndarray:
+        """Bright, white and smooth pixels of ``rgb``; ``grey`` gives its grey sum, asked for
+        only when a pixel is bright and white."""
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # channel by channel: numpy's
+        lo = np.minimum(np.minimum(r, g), b)  # reduction over a last axis of 3 is 10x slower
         cloudy = lo >= self.opts.min_brightness
         if not cloudy.any():  # most tiles: nothing bright, nothing more to compute
             return cloudy
-        cloudy &= hi - lo <= self.opts.max_saturation
+        cloudy &= np.maximum(np.maximum(r, g), b) - lo <= self.opts.max_saturation
         if cloudy.any():  # the texture costs most: only where a pixel is bright and white
-            cloudy &= smooth_where(rgb, cloudy, self.opts.max_texture)
+            cloudy &= smooth_where(grey(), cloudy, self.opts.max_texture)
         return cloudy
 
 
-def smooth_where(rgb: np.ndarray, candidates: np.ndarray, max_texture: float) -> np.ndarray:
-    """``local_std(grey(rgb)) < max_texture``, computed only over the box holding the
-    candidate pixels (plus the one-pixel ring their 3 x 3 neighbourhoods need); False outside
-    the box. Equal to the whole-tile result at every candidate (a few bright roofs cost a few
-    pixels, not the tile): inside the tile a neighbourhood reads real pixels, at the tile's
-    edges the box's edge padding is the tile's."""
+def smooth_where(total: np.ndarray, candidates: np.ndarray, max_texture: float) -> np.ndarray:
+    """``pixels.smooth(total, max_texture)`` (``total`` the grey sum), computed only over the
+    box holding the candidate pixels (plus the one-pixel ring their 3 x 3 neighbourhoods need);
+    False outside the box. Equal to the whole-tile result at every candidate (a few bright
+    roofs cost a few pixels, not the tile): inside the tile a neighbourhood reads real pixels,
+    at the tile's edges the box's edge padding is the tile's."""
     ys, xs = np.flatnonzero(candidates.any(axis=1)), np.flatnonzero(candidates.any(axis=0))
     y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
     ya, xa = max(y0 - 1, 0), max(x0 - 1, 0)
-    yb, xb = min(y1 + 1, rgb.shape[0]), min(x1 + 1, rgb.shape[1])
-    std = local_std(grey(rgb[ya:yb, xa:xb]))
+    yb, xb = min(y1 + 1, total.shape[0]), min(x1 + 1, total.shape[1])
+    flat = smooth(total[ya:yb, xa:xb], max_texture)
     out = np.zeros(candidates.shape, dtype=bool)
-    out[y0:y1, x0:x1] = std[y0 - ya : y1 - ya, x0 - xa : x1 - xa] < max_texture
+    out[y0:y1, x0:x1] = flat[y0 - ya : y1 - ya, x0 - xa : x1 - xa]
     return out
-
-
-def channel_range(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel, the smallest and largest of R, G, B: channel by channel (numpy's reduction
-    over a last axis of 3 is 10x slower)."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
-
-
-def grey(rgb: np.ndarray) -> np.ndarray:
-    """The grey level (mean of the channels) of an (H, W, 3) uint8 image, as float32."""
-    total = rgb[..., 0].astype(np.float32)
-    total += rgb[..., 1]
-    total += rgb[..., 2]
-    return total / 3.0
-
-
-def _box3(padded: np.ndarray) -> np.ndarray:
-    """Sums over every 3 x 3 neighbourhood of an edge-padded (H + 2, W + 2) array."""
-    rows = padded[:-2] + padded[1:-1] + padded[2:]
-    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
-
-
-def local_std(img: np.ndarray) -> np.ndarray:
-    """The standard deviation of each pixel's 3 x 3 neighbourhood (edges repeated)."""
-    padded = np.pad(img, 1, mode="edge")
-    mean = _box3(padded) / 9.0
-    var = _box3(padded * padded) / 9.0 - mean * mean
-    return np.sqrt(np.maximum(var, 0.0))
 
 
 class SaturationOptions(BaseModel):
@@ -205,7 +180,7 @@ def saturated_fraction(rgb: np.ndarray, valid: np.ndarray | None) -> float:
     n = rgb.shape[0] * rgb.shape[1] if valid is None else int(np.count_nonzero(valid))
     if n == 0:
         return 0.0
-    if not (((rgb.reshape(-1) - np.uint8(1)) >= 254).any()):  # most tiles: none at 0 or 255
+    if rgb.min() > 0 and rgb.max() < 255:  # most tiles: none at 0 or 255 (two SIMD reductions)
         return 0.0
     worst = 0
     for i in range(rgb.shape[2]):  # channel by channel: a strided (H, W, 3) mask is slow

@@ -185,3 +185,25 @@ def _older_sidecars_still_load(out: Path) -> None:
     ).fetchone()  # type: ignore[misc]
     con.close()
     assert n == old.num_rows and nulls == n
+
+
+def test_hashes_from_box_sums_equal_hashes_from_area_means() -> None:
+    """The pipeline hashes the shared grey sum; on sides that are multiples of 32 its area
+    means are integer box sums. They are the exact means times the box size, so both paths give
+    the same bits; a side that does not divide, or a 256 px tile (its preview), hashes too."""
+    from geoweave.qa.image_hash import area_mean, box_sums, hashes_of_grey, phash, preview
+    from geoweave.qa.pixels import grey_sum
+
+    rng = np.random.default_rng(3)
+    for side in (32, 64, 128):
+        total = grey_sum(rng.integers(0, 256, (side, side, 3), np.uint8))
+        sums = box_sums(total, 32, 32)
+        k = (side // 32) ** 2
+        np.testing.assert_allclose(sums / k, area_mean(total.astype(np.float64), 32, 32), rtol=1e-6)
+        means = area_mean(total.astype(np.float32), 32, 32).astype(np.float32)
+        assert hashes_of_grey(total)[0] == phash(means)
+    rgb = rng.integers(0, 256, (256, 256, 3), np.uint8)
+    assert image_hashes(rgb) == hashes_of_grey(preview(grey_sum(rgb)))
+    odd = rng.integers(0, 256, (100, 100, 3), np.uint8)
+    assert image_hashes(odd) == hashes_of_grey(grey_sum(odd))
+    assert image_hashes(odd) != image_hashes(rng.integers(0, 256, (100, 100, 3), np.uint8))

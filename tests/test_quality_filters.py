@@ -30,9 +30,9 @@ from geoweave.qa.image_quality import (
     CloudOptions,
     SaturationFilter,
     SaturationOptions,
-    local_std,
     saturated_fraction,
 )
+from geoweave.qa.pixels import grey_sum, smooth
 from geoweave.qa.text_quality import (
     CaptionLengthFilter,
     CaptionLengthOptions,
@@ -105,12 +105,33 @@ def test_smooth_bright_colour_is_not_cloud_and_only_valid_pixels_count() -> None
     assert empty.scores["cloud_fraction"] == 0.0
 
 
-def test_local_std_is_the_3x3_neighbourhood_std() -> None:
-    img = np.random.default_rng(2).normal(100, 20, (9, 9)).astype(np.float32)
-    got = local_std(img)
-    assert got[4, 4] == pytest.approx(float(np.std(img[3:6, 3:6])), rel=1e-4)
-    padded = np.pad(img, 1, mode="edge")
-    assert got[0, 0] == pytest.approx(float(np.std(padded[0:3, 0:3])), rel=1e-4)
+def _texture_reference(rgb: np.ndarray, max_texture: float) -> np.ndarray:
+    """Float64 std of every 3 x 3 neighbourhood (edges repeated) of the grey level < limit."""
+    padded = np.pad(rgb.astype(np.float64).mean(axis=2), 1, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3))
+    return windows.std(axis=(2, 3)) < max_texture
+
+
+def test_smooth_is_the_exact_3x3_grey_std_test() -> None:
+    """The integer texture test agrees with a float64 reference at every pixel that is not an
+    exact tie (std exactly the limit, where float64 rounding says 11.999...), and at the ties
+    it says "not below", which is right."""
+    rng = np.random.default_rng(2)
+    ties = 0
+    for limit, side in ((0.5, 40), (5.0, 40), (12.0, 600), (40.0, 40)):
+        rgb = rng.integers(150, 256, (side, side, 3), dtype=np.uint8)
+        got = smooth(grey_sum(rgb), limit)
+        want = _texture_reference(rgb, limit)
+        padded = np.pad(grey_sum(rgb).astype(np.int64), 1, mode="edge")
+        w = np.lib.stride_tricks.sliding_window_view(padded, (3, 3))
+        exact = 9 * (w * w).sum(axis=(2, 3)) - w.sum(axis=(2, 3)) ** 2  # 729 var
+        tie = exact == 729 * limit * limit
+        assert (got[~tie] == want[~tie]).all()
+        assert not got[tie].any()
+        ties += int(tie.sum())
+    flat = np.full((9, 9, 3), 200, np.uint8)
+    assert smooth(grey_sum(flat), 0.1).all() and not smooth(grey_sum(flat), 0.0).any()
+    assert ties > 0  # ties are rare (~1 in 100,000 pixels at 12): the seeded data has some
 
 
 def test_a_mask_band_decides_cloudy_pixels_nonzero_or_by_code() -> None:
@@ -458,17 +479,18 @@ def test_cloud_texture_over_the_candidates_box_equals_the_whole_tile() -> None:
     """``smooth_where`` computes the 3 x 3 texture only over the box of bright, white pixels:
     at every candidate it says what the whole-tile texture says (edges included); the filter
     ANDs it with the candidates."""
-    from geoweave.qa.image_quality import grey, local_std, smooth_where
+    from geoweave.qa.image_quality import smooth_where
 
     rng = np.random.default_rng(0)
     for _ in range(2000):
         h, w = (int(v) for v in rng.integers(1, 40, 2))
-        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        total = grey_sum(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         candidates = rng.random((h, w)) < rng.choice([0.005, 0.05, 0.5])
         candidates[rng.integers(h), rng.integers(w)] = True
-        whole = local_std(grey(rgb)) < 12
-        fast = smooth_where(rgb, candidates, 12)
+        whole = smooth(total, 12)
+        fast = smooth_where(total, candidates, 12)
         assert (fast[candidates] == whole[candidates]).all()
+        assert not fast[~candidates & ~whole].any()
 
 
 def test_saturated_fraction_fast_path_for_tiles_without_0_or_255() -> None:
