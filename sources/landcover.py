@@ -206,10 +206,10 @@ class LandCoverSource:
         if valid == 0:
             return {}, 0.0
         shares: dict[str, float] = {}
-        for code, count in zip(codes, counts, strict=True):
-            if count:
-                name = self._class_name(int(code))
-                shares[name] = shares.get(name, 0.0) + int(count) / valid
+        present = np.flatnonzero(counts)  # a handful of the legend's codes (0 ... 101 for ESA)
+        for code, count in zip(codes[present].tolist(), counts[present].tolist(), strict=True):
+            name = self._class_name(code)
+            shares[name] = shares.get(name, 0.0) + count / valid
         return shares, valid / pixels
 
     def _block_classes(self, ds: rasterio.DatasetReader, block: Block) -> np.ndarray:
