@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from geoweave.builders.plan import Plan
-from geoweave.builders.shard import BuildContext, run_shard
+from geoweave.builders.shard import BuildContext, run_shard, settle_process
 from geoweave.errors import RETRYABLE, is_disk_full
 from geoweave.stats import ShardStats
 from geoweave.text import plain_error
@@ -82,6 +82,7 @@ def _loop(ctx: BuildContext, plan: Plan, shards: ShardQueue, stop: Any, out: Any
         out.put(("start", shard))
         try:
             out.put(("done", run_shard(ctx, shard, plan.shard_tiles(shard), node=node)))
+            settle_process()
         except Exception as e:  # a retryable fault reruns on Ray; a deterministic one fails
             msg = plain_error(e)
             full = is_disk_full(e)

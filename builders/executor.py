@@ -21,7 +21,7 @@ from geoweave.builders.early import EarlyWorker, ShardQueue
 from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.services import start_services, uses_ray_services
-from geoweave.builders.shard import BuildContext, run_shard
+from geoweave.builders.shard import BuildContext, run_shard, settle_process
 from geoweave.builders.writers import complete_stats, shard_stem, stats_path, write_stats
 from geoweave.errors import DISK_FULL, RETRYABLE, FatalError, is_disk_full
 from geoweave.files import temp_name
@@ -140,6 +140,7 @@ def _run_shards_on_node(ctx: BuildContext, batch: Batch) -> list[Outcome]:
             continue
         try:
             out.append(run_shard(ctx, shard, tiles, node=node))
+            settle_process()
         except Exception as e:
             if is_disk_full(e):  # another attempt would fill the same disk: stop the batch
                 out.append((shard, plain_error(e)))

@@ -12,6 +12,7 @@ directly.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import socket
@@ -312,6 +313,21 @@ def _put_captions(s: Sample, captions: list[Any], captioner: str) -> None:
 
 def _put_qa(s: Sample, pairs: list[Any]) -> None:
     s.qa = pairs
+
+
+_SETTLED_PID: int | None = None
+
+
+def settle_process() -> None:
+    """Once per worker process, after its first shard: collect, then freeze what the process
+    holds (modules, open sources, caches) out of the cyclic garbage collector's sight. A shard
+    makes many small objects (captions, label dicts, rows), so full collections run often, and
+    each rescanned every long-lived object: about 20 us a 128 px tile, measured."""
+    global _SETTLED_PID
+    if os.getpid() != _SETTLED_PID:  # a forked early worker settles on its own
+        gc.collect()
+        gc.freeze()
+        _SETTLED_PID = os.getpid()
 
 
 def run_shard(

@@ -76,3 +76,20 @@ def test_upsampled_tiles_are_flagged_and_captions_state_the_native_resolution(
     assert texts and not any("10 m" in t for t in texts)
     assert any("23.7 m" in t for t in texts)
     assert any("30 m" in c["text"] for r in by_gsd[30.0] for c in r["captions"])
+
+
+def test_a_worker_freezes_its_long_lived_objects_once(tmp_path: Path) -> None:
+    """``settle_process`` (run by Ray tasks and the early worker after a shard) moves what the
+    process holds out of the cyclic collector's sight, once per process: in a fresh
+    interpreter, so the test process itself is not frozen."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc; from geoweave.builders.shard import settle_process\n"
+        "before = gc.get_freeze_count(); settle_process(); once = gc.get_freeze_count()\n"
+        "[object() for _ in range(10)]; x = [[] for _ in range(1000)]; settle_process()\n"
+        "print(before, once > 1000, gc.get_freeze_count() == once)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "True", "True"]
