@@ -45,7 +45,7 @@ def small_tile_recipe(quick: bool) -> Path:
         "imagery": [{"name": "landsat7", "path": str(IMAGE), "scale": "none"}],
         "tiles": {"size_px": 8, "gsd_m": [48] if quick else [24, 48]},
         "labels": {"osm": [str(PBF)], "min_pixels": 2},
-        "output": {"dir": str(OUT / "e2e"), "samples_per_shard": 64},
+        "output": {"dir": str(OUT / "e2e")},  # the default samples_per_shard
         "execution": {"num_cpus": 1},
     }
     return write_recipe(recipe, RECIPE)

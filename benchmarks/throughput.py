@@ -3,8 +3,9 @@
 The floor is the bare work every tile needs, with no geoweave code in the loop: for each tile
 of a grid aligned with the raster, one ``rasterio`` window read of the 3 bands, a transpose to
 HWC, a PIL JPEG at the build's quality and a ``webdataset.TarWriter`` write of
-``{__key__, jpg}``, one tar per 64 tiles; single process, every tile encoded. A build cannot
-be faster than this per worker, so geoweave's rates are quoted as fractions of it.
+``{__key__, jpg}``, one tar per 256 tiles (the shard size); single process, every tile
+encoded. A build cannot be faster than this per worker, so geoweave's rates are quoted as
+fractions of it.
 
 Per tile size: the floor, a one-worker and a two-worker ``build-dataset run``
 with filters relaxed so every planned tile is kept, and the figures derived from them. The
@@ -33,7 +34,7 @@ from benchmarks.builds import OUT, detect_new_format, plan, relaxed_filters, run
 from benchmarks.make_mosaic import CRS, Mosaic
 
 JPEG_QUALITY = 90
-PER_SHARD = 64
+PER_SHARD = 256  # the recipe's default output.samples_per_shard
 RecipeFor = Callable[[bool], dict[str, Any]]
 
 
@@ -49,7 +50,7 @@ def grid(width: int, height: int, size: int) -> list[tuple[int, int]]:
 
 
 def floor(
-    image: Path, size: int, out: Path, quality: int = 90, per_tar: int = 64
+    image: Path, size: int, out: Path, quality: int = 90, per_tar: int = PER_SHARD
 ) -> dict[str, Any]:
     """Time the floor over every ``size`` px tile of ``image``; tars go to ``out``."""
     shutil.rmtree(out, ignore_errors=True)

@@ -265,7 +265,9 @@ class OutputConfig(_Strict):
     formats: list[Literal["webdataset", "parquet"]] = Field(
         default=["webdataset", "parquet"], min_length=1
     )
-    samples_per_shard: int = Field(64, ge=1)
+    # 256: a shard's fixed cost (its pipeline, 3 files, the stats marker: ~9 ms) is 4% of a
+    # 128 px shard, not 15% as at 64; still small enough for many tasks on a city.
+    samples_per_shard: int = Field(256, ge=1)
     jpeg_quality: int = Field(90, ge=1, le=100)
 
 
