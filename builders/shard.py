@@ -30,7 +30,7 @@ from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfi
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import ShardError
 from geoweave.protocols import ClassRaster, Filter, ImagerySource, TileDescription
-from geoweave.qa.image_hash import hashes_of_grey, preview
+from geoweave.qa.image_hash import hashes_of_grey
 from geoweave.qa.pixels import grey_sum_of
 from geoweave.record import Sample, is_upsampled
 from geoweave.registry import (
@@ -293,7 +293,7 @@ class ShardPipeline:
         cfg, _ = self.imagery[s.tile.source]
         s.jpeg = encode_jpeg(s.rgb, self.recipe.output.jpeg_quality)
         # for the near-duplicate pass, from the grey the image filters computed
-        s.phash, s.dhash = hashes_of_grey(preview(grey_sum_of(s)))
+        s.phash, s.dhash = hashes_of_grey(grey_sum_of(s))  # of the preview
         if cfg.keep_bands:
             s.bands_tif = encode_geotiff(s.data, s.tile)
         s.drop_pixels()

@@ -40,7 +40,8 @@ class NodataFilter:
 
 @FILTERS.add("low_variance_v1")
 class LowVarianceFilter:
-    """Blank tiles: the grey level's standard deviation is below ``min_std``."""
+    """Blank tiles: the grey level's standard deviation (over the tile's ``preview``: every
+    k-th pixel above 128 px) is below ``min_std``."""
 
     name = "low_variance_v1"
     stage: ClassVar[Literal["image", "text"]] = "image"

@@ -24,7 +24,7 @@ import functools
 
 import numpy as np
 
-from geoweave.qa.pixels import grey_sum
+from geoweave.qa.pixels import grey_sum, preview
 
 
 @functools.cache
@@ -84,18 +84,6 @@ def dhash(small: np.ndarray) -> int:
     """dHash of the 8 x 9 area mean (taken from the 32 x 32 one: 32 px into 9 boxes)."""
     grid = area_mean(small, 8, 9)
     return _pack(grid[:, 1:] > grid[:, :-1])
-
-
-PREVIEW_SIDE = 128
-
-
-def preview(img: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
-    """Every k-th pixel of an (H, W, ...) image, k the smallest step that brings the larger
-    side to ``side`` or less (a view: no copy). Shares of pixels (cloudy, saturated) are
-    estimated on it without bias, and the 32 x 32 means of the hashes change little; a 256 px
-    tile costs what a 128 px one does."""
-    step = max(1, -(-max(img.shape[0], img.shape[1]) // side))
-    return img[::step, ::step] if step > 1 else img
 
 
 def image_hashes(rgb: np.ndarray) -> tuple[int, int]:

@@ -21,8 +21,8 @@ rejects it above ``max_fraction`` (reason ``cloudy``). A pixel is cloudy:
   clouds the stretch leaves grey (a source stretched to its own clouds makes them white). The
   colours are the recipe's bands: a false-colour composite shows clouds and snow white too.
 
-Tiles larger than 128 px are judged on every k-th pixel (``qa/image_hash.py`` ``preview``,
-a view), so both cost what a 128 px tile does.
+Tiles larger than 128 px are judged on every k-th pixel (``qa/pixels.py`` ``preview``), so
+both cost what a 128 px tile does.
 
 ``saturation_v1`` is, per band of the 8-bit RGB, the share of valid pixels at 0 or 255; the
 largest share is the score ``saturated_fraction``, and a tile above ``max_fraction`` is
@@ -41,8 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
-from geoweave.qa.image_hash import preview
-from geoweave.qa.pixels import grey_sum_of, smooth
+from geoweave.qa.pixels import grey_sum_of, planes_of, preview, smooth
 from geoweave.record import Sample
 from geoweave.registry import FILTERS
 
@@ -101,8 +100,8 @@ class CloudFilter:
         valid = preview(valid)  # tiles over 128 px: every k-th pixel (an unbiased share)
         if self.opts.mask_band:
             cloudy = preview(self._from_mask(sample))
-        else:  # the grey sum is shared with low_variance_v1 and the hashes
-            cloudy = self._heuristic(preview(sample.rgb), lambda: preview(grey_sum_of(sample)))
+        else:  # the planes and the grey sum are shared with the other filters and the hashes
+            cloudy = self._heuristic(planes_of(sample), lambda: grey_sum_of(sample))
         n = int(np.count_nonzero(valid))
         fraction = float(np.count_nonzero(cloudy & valid) / n) if n else 0.0
         sample.scores["cloud_fraction"] = round(fraction, 4)
@@ -117,11 +116,11 @@ class CloudFilter:
         mask = sample.data[band - 1]
         return mask != 0 if self.codes is None else np.isin(mask, self.codes)
 
-    def _heuristic(self, rgb: np.ndarray, grey: Callable[[], np.ndarray]) -> np.ndarray:
-        """Bright, white and smooth pixels of ``rgb``; ``grey`` gives its grey sum, asked for
-        only when a pixel is bright and white."""
-        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # channel by channel: numpy's
-        lo = np.minimum(np.minimum(r, g), b)  # reduction over a last axis of 3 is 10x slower
+    def _heuristic(self, planes: np.ndarray, grey: Callable[[], np.ndarray]) -> np.ndarray:
+        """Bright, white and smooth pixels of (3, h, w) R, G, B ``planes``; ``grey`` gives
+        their grey sum, asked for only when a pixel is bright and white."""
+        r, g, b = planes
+        lo = np.minimum(np.minimum(r, g), b)
         cloudy = lo >= self.opts.min_brightness
         if not cloudy.any():  # most tiles: nothing bright, nothing more to compute
             return cloudy
@@ -170,21 +169,26 @@ class SaturationFilter:
         if sample.rgb is None:
             return "no_image"
         valid = None if sample.valid is None else preview(sample.valid)
-        fraction = saturated_fraction(preview(sample.rgb), valid)  # every k-th pixel over 128 px
+        fraction = edge_fraction(planes_of(sample), valid)  # every k-th pixel over 128 px
         sample.scores["saturated_fraction"] = round(fraction, 4)
         return "saturated" if fraction > self.max_fraction else None
 
 
 def saturated_fraction(rgb: np.ndarray, valid: np.ndarray | None) -> float:
     """The largest share, over the bands of (H, W, 3) uint8, of valid pixels at 0 or 255."""
-    n = rgb.shape[0] * rgb.shape[1] if valid is None else int(np.count_nonzero(valid))
+    return edge_fraction(np.moveaxis(rgb, 2, 0), valid)
+
+
+def edge_fraction(planes: np.ndarray, valid: np.ndarray | None) -> float:
+    """The largest share, over (3, H, W) uint8 planes, of valid pixels at 0 or 255."""
+    n = planes.shape[1] * planes.shape[2] if valid is None else int(np.count_nonzero(valid))
     if n == 0:
         return 0.0
-    if rgb.min() > 0 and rgb.max() < 255:  # most tiles: none at 0 or 255 (two SIMD reductions)
+    if planes.min() > 0 and planes.max() < 255:  # most tiles: none at 0 or 255
         return 0.0
     worst = 0
-    for i in range(rgb.shape[2]):  # channel by channel: a strided (H, W, 3) mask is slow
-        edge = (rgb[..., i] - np.uint8(1)) >= 254  # uint8 wraps: 0 -> 255, 255 -> 254
+    for plane in planes:
+        edge = (plane - np.uint8(1)) >= 254  # uint8 wraps: 0 -> 255, 255 -> 254
         if valid is not None:
             edge &= valid
         worst = max(worst, int(np.count_nonzero(edge)))

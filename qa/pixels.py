@@ -1,11 +1,14 @@
 """Pixel statistics shared by the image filters and the hashes, each computed once per tile.
 
-The grey level of a tile is the mean of its R, G and B. Kept as their integer sum (uint16,
-0 ... 765), it is exact, half the memory of float32, and cheap to reduce: the blank-tile test
-(``low_variance_v1``), the cloud texture (``cloud_v1``) and the perceptual hashes all start
-from it, so the pipeline computes it once per sample (``grey_sum_of``) and every consumer reads
-the same array. Sums stay exact integers to the end where a test compares them (the 3 x 3
-texture), so no threshold is missed by a rounding error.
+Every image statistic of a tile is taken on its ``preview``: the tile itself up to 128 px,
+every k-th pixel above (so a 256 px tile costs what a 128 px one does; shares of pixels are
+estimated without bias, and the standard deviation and the hashes' 32 x 32 means change
+little). The pipeline copies the preview once into R, G and B planes (``planes_of``): numpy
+reduces a contiguous plane about 10x faster than a channel of interleaved pixels. The grey
+level, the mean of R, G and B, is kept as their integer sum (uint16, 0 ... 765,
+``grey_sum_of``): exact, and read by the blank-tile test (``low_variance_v1``), the cloud
+texture (``cloud_v1``) and the perceptual hashes. Sums stay exact integers to the end where a
+test compares them (the 3 x 3 texture), so no threshold is missed by a rounding error.
 """
 
 from __future__ import annotations
@@ -16,25 +19,48 @@ import numpy as np
 
 from geoweave.record import Sample
 
-GREY_SUM = "grey_sum"  # the key of the grey sum in ``Sample.pixel_cache``
+PREVIEW_SIDE = 128
+PLANES, GREY_SUM = "planes", "grey_sum"  # keys of ``Sample.pixel_cache``
 
 
-def grey_sum(rgb: np.ndarray) -> np.ndarray:
-    """R + G + B of an (H, W, 3) uint8 image as (H, W) uint16: three in-place channel adds
-    (6x faster than a strided ``sum(axis=2)`` on a 256 px tile)."""
-    total = rgb[..., 0].astype(np.uint16)
-    total += rgb[..., 1]
-    total += rgb[..., 2]
-    return total
+def preview(img: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
+    """Every k-th pixel of an (H, W, ...) image, k the smallest step that brings the larger
+    side to ``side`` or less (a view: no copy)."""
+    step = max(1, -(-max(img.shape[0], img.shape[1]) // side))
+    return img[::step, ::step] if step > 1 else img
+
+
+def planes_of(sample: Sample) -> np.ndarray:
+    """(3, h, w) C-contiguous uint8: the R, G and B planes of the sample's preview, copied
+    on first use and kept with its pixels."""
+    cached = sample.pixel_cache.get(PLANES)
+    if cached is None:
+        assert sample.rgb is not None, "planes_of needs the sample's pixels"
+        cached = sample.pixel_cache[PLANES] = np.ascontiguousarray(
+            preview(sample.rgb).transpose(2, 0, 1)
+        )
+    return cached
 
 
 def grey_sum_of(sample: Sample) -> np.ndarray:
-    """The grey sum of a sample's RGB, computed on first use and kept with its pixels."""
+    """R + G + B of the sample's preview as (h, w) uint16, computed on first use."""
     cached = sample.pixel_cache.get(GREY_SUM)
     if cached is None:
-        assert sample.rgb is not None, "grey_sum_of needs the sample's pixels"
-        cached = sample.pixel_cache[GREY_SUM] = grey_sum(sample.rgb)
+        cached = sample.pixel_cache[GREY_SUM] = plane_sum(planes_of(sample))
     return cached
+
+
+def plane_sum(planes: np.ndarray) -> np.ndarray:
+    """The sum of (3, h, w) uint8 planes as (h, w) uint16: three in-place adds."""
+    total = planes[0].astype(np.uint16)
+    total += planes[1]
+    total += planes[2]
+    return total
+
+
+def grey_sum(rgb: np.ndarray) -> np.ndarray:
+    """R + G + B of an (H, W, 3) uint8 image as (H, W) uint16."""
+    return plane_sum(np.moveaxis(rgb, 2, 0))
 
 
 def grey_std(total: np.ndarray) -> float:

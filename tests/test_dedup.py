@@ -191,8 +191,8 @@ def test_hashes_from_box_sums_equal_hashes_from_area_means() -> None:
     """The pipeline hashes the shared grey sum; on sides that are multiples of 32 its area
     means are integer box sums. They are the exact means times the box size, so both paths give
     the same bits; a side that does not divide, or a 256 px tile (its preview), hashes too."""
-    from geoweave.qa.image_hash import area_mean, box_sums, hashes_of_grey, phash, preview
-    from geoweave.qa.pixels import grey_sum
+    from geoweave.qa.image_hash import area_mean, box_sums, hashes_of_grey, phash
+    from geoweave.qa.pixels import grey_sum, preview
 
     rng = np.random.default_rng(3)
     for side in (32, 64, 128):

@@ -505,3 +505,27 @@ def test_saturated_fraction_fast_path_for_tiles_without_0_or_255() -> None:
     assert saturated_fraction(rgb, None) == 0.25
     assert saturated_fraction(rgb, valid) == 0.25
     assert saturated_fraction(rgb[::2, ::2], None) == 0.25  # a strided preview view
+
+
+def test_image_statistics_of_a_large_tile_come_from_its_preview_computed_once() -> None:
+    """Over 128 px every image statistic is taken on every k-th pixel: the grey std of a
+    256 px tile is that of its even rows and columns, and the planes and grey sum the filters
+    share are computed once and agree with the interleaved definitions."""
+    from geoweave.qa.filters import LowVarianceFilter, grey_std
+    from geoweave.qa.pixels import grey_sum_of, planes_of, preview
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    rgb[1::2] = 0  # odd rows black: invisible to the preview
+    s = _sample(rgb)
+    assert LowVarianceFilter(LowVarianceFilter.Options()).check(s) is None
+    assert s.scores["grey_std"] == round(grey_std(np.ascontiguousarray(rgb[::2, ::2])), 3)
+    assert s.scores["grey_std"] != round(grey_std(rgb), 3)
+    planes = planes_of(s)
+    assert planes.shape == (3, 128, 128) and planes.flags.c_contiguous
+    assert planes_of(s) is planes and grey_sum_of(s) is grey_sum_of(s)
+    assert (grey_sum_of(s) == grey_sum(preview(rgb))).all()
+    assert SaturationFilter(SaturationOptions()).check(s) is None
+    assert s.scores["saturated_fraction"] == round(saturated_fraction(preview(rgb), None), 4)
+    s.drop_pixels()
+    assert s.pixel_cache == {}
