@@ -90,7 +90,7 @@ def small_tile_rows(e2e: dict[str, Any], join: dict[str, Any], osm: dict[str, An
         ("8 px: outside shard work, s (share of wall)", f"{e2e['outside_s']:.1f} ({e2e['outside_share']:.0%})", "", "info"),
     ]  # fmt: skip
     rows += missing("join", join) or [
-        ("join, ms/tile (ShardLabels + for_tile)", f"{join['ms_per_tile']:.3f}", "", "info"),
+        ("join, ms/tile (ShardLabels + for_tiles)", f"{join['ms_per_tile']:.3f}", "", "info"),
         ("join, ms/tile (naive sjoin, whole OSM)", f"{join['naive_ms_per_tile']:.3f}", "", "info"),
         ("join speed-up", f"{join['speedup']:.1f}x", f">= {MIN_JOIN_SPEEDUP:g}x", check(join["speedup"] >= MIN_JOIN_SPEEDUP)),
     ]  # fmt: skip

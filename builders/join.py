@@ -3,9 +3,11 @@
 Every source's ids and tags are cleaned here (``geoweave.text.clean_tags``: one line, no
 control or bidi characters, capped length) before any caption, QA pair or record sees them.
 
-Labels are fetched once per shard (one query over the shard's bounding box), reprojected once
-to the grid CRS and put in an STRtree; each tile then costs one tree query and one vectorised
-clip. That is what makes the join much faster than a per-tile spatial join on a whole table.
+Labels are fetched once per shard (one query over the shard's bounding box), cleaned in bulk
+(a batch that is clean already is checked in one pass), reprojected once to the grid CRS and
+put in an STRtree; the shard's tiles then cost one bulk tree query and one vectorised clip of
+every (tile, feature) pair. That is what makes the join much faster than a per-tile spatial
+join on a whole table.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import shapely
 
 from geoweave.sources.grid import transform_geom
 from geoweave.sources.labels import LABEL_CRS, LabelSource
-from geoweave.text import clean_label, clean_tags
+from geoweave.text import clean_labels, clean_tags_batch
 from geoweave.tile import Tile, transform_bbox
 
 POSITIONS = (
@@ -41,8 +43,8 @@ class ShardLabels:
             f = src.query(bbox)
             if len(f):
                 # label text is untrusted: cleaned once here, for every source
-                ids.append(_objects([clean_label(i) for i in f["id"].to_list()]))
-                tags.append(_objects([clean_tags(t) for t in f["tags"].to_list()]))
+                ids.append(_objects(clean_labels(f["id"].to_list())))
+                tags.append(_objects(clean_tags_batch(f["tags"].to_list())))
                 names.append(np.full(len(f), src.name, dtype=object))
                 geoms.append(transform_geom(f.geometry.to_numpy(), LABEL_CRS, crs))
         self.ids = _concat(ids)
@@ -55,50 +57,54 @@ class ShardLabels:
         return len(self.ids)
 
     def for_tile(self, tile: Tile, min_pixels: float, points: bool = False) -> list[dict[str, Any]]:
-        """The visible elements of one tile, largest first.
+        """The visible elements of one tile, largest first (``for_tiles`` of one tile)."""
+        return self.for_tiles([tile], min_pixels, points)[0]
+
+    def for_tiles(
+        self, tiles: Sequence[Tile], min_pixels: float, points: bool = False
+    ) -> list[list[dict[str, Any]]]:
+        """Per tile, its visible elements, largest first: one tree query and one vectorised
+        clip for the whole batch (shapely's per-call cost paid once, not per tile).
 
         Lines and polygons smaller than ``min_pixels`` (of length or area) are not visible; points
         have no extent and are kept only when ``points`` is set.
         """
-        bounds = tile.bounds
-        box = shapely.box(*bounds)
-        idx = self.tree.query(box, predicate="intersects")
+        b = np.array([t.bounds for t in tiles], dtype=float).reshape(-1, 4)
+        boxes = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])
+        tile_of, idx = self.tree.query(boxes, predicate="intersects")
+        out: list[list[dict[str, Any]]] = [[] for _ in tiles]
         if idx.size == 0:
-            return []
-        geoms = self.geoms[idx]
-        shapely.prepare(box)
+            return out
+        geoms, box = self.geoms[idx], boxes[tile_of]
+        shapely.prepare(boxes)
         cut = ~shapely.contains_properly(box, geoms)
         clipped = geoms.copy()  # only elements crossing the edge need the (costly) clip
-        clipped[cut] = shapely.intersection(geoms[cut], box)
+        clipped[cut] = shapely.intersection(geoms[cut], box[cut])
+        gsd = np.array([t.gsd_m for t in tiles])[tile_of]
+        tile_area = np.array([t.ground_m**2 for t in tiles])[tile_of]
         dims = shapely.get_dimensions(geoms)
-        px_area = tile.gsd_m**2
-        tile_area = tile.ground_m**2
-        area = shapely.area(clipped)
-        length = shapely.length(clipped)
-        coverage = np.where(
-            dims == 2, area / px_area, np.where(dims == 1, length / tile.gsd_m, 1.0)
-        )
-        positions = _positions(bounds, *_centres(clipped))
-        elements = []
-        for j in np.argsort(-coverage, kind="stable"):
-            if (dims[j] == 0 and not points) or (dims[j] > 0 and coverage[j] < min_pixels):
-                continue
+        area, length = shapely.area(clipped), shapely.length(clipped)
+        coverage = np.where(dims == 2, area / gsd**2, np.where(dims == 1, length / gsd, 1.0))
+        positions = _positions(b[tile_of], *_centres(clipped))
+        visible = np.where(dims == 0, points, coverage >= min_pixels)
+        order = np.lexsort((-coverage, tile_of))  # by tile, largest first; ties in tree order
+        for j in order[visible[order]]:
             i = idx[j]
-            elements.append(
+            out[tile_of[j]].append(
                 {
                     "id": str(self.ids[i]),
                     "source": str(self.sources[i]),
                     "tags": dict(self.tags[i]),
                     "geom_type": _TYPE_NAMES[int(dims[j])],
                     "coverage_px": round(float(coverage[j]), 2),
-                    "coverage_frac": round(float(area[j] / tile_area), 5),
+                    "coverage_frac": round(float(area[j] / tile_area[j]), 5),
                     "area_m2": round(float(area[j]), 1),
                     "length_m": round(float(length[j]), 1) if dims[j] == 1 else 0.0,
                     "position": positions[j],
                     "clipped": bool(cut[j]),
                 }
             )
-        return elements
+        return out
 
 
 _TYPE_NAMES = {0: "point", 1: "line", 2: "polygon"}
@@ -121,9 +127,10 @@ def _centres(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return shapely.get_x(pts), shapely.get_y(pts)
 
 
-def _positions(bounds: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> list[str]:
-    """The 3x3 grid cell of each point: "top-left" ... "bottom-right"."""
-    minx, miny, maxx, maxy = bounds
+def _positions(bounds: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """The 3x3 grid cell of each point in its (minx, miny, maxx, maxy) row of ``bounds``:
+    "top-left" ... "bottom-right"."""
+    minx, miny, maxx, maxy = bounds.T
     col = np.clip(((x - minx) / (maxx - minx) * 3).astype(int), 0, 2)
     row = np.clip(((maxy - y) / (maxy - miny) * 3).astype(int), 0, 2)
-    return [POSITIONS[r][c] for r, c in zip(row, col, strict=True)]
+    return [POSITIONS[r][c] for r, c in zip(row.tolist(), col.tolist(), strict=True)]

@@ -244,11 +244,14 @@ class ShardPipeline:
 
     def join(self, samples: Sequence[Sample]) -> None:
         labels = self.recipe.labels
-
-        def visible(s: Sample) -> None:
-            s.osm = self.labels.for_tile(s.tile, labels.min_pixels, labels.keep_points)
-
-        _each("join", samples, visible)
+        live = [s for s in samples if s.kept]
+        try:  # the batch in one query; on an error, tile by tile (it rejects only its tile)
+            found = self.labels.for_tiles(
+                [s.tile for s in live], labels.min_pixels, labels.keep_points
+            )
+        except Exception:
+            found = [self._visible(s) for s in live]
+        _apply("join", live, found, _put_labels)
         if self.landcover is None:
             return
         groups: dict[str | None, list[Sample]] = {}
@@ -264,6 +267,13 @@ class ShardPipeline:
             except Exception as e:
                 results = [e] * len(live)
             _apply("join", live, results, lambda s, r, day=day: _put_landcover(s, r, day))
+
+    def _visible(self, s: Sample) -> list[Any] | Exception:
+        labels = self.recipe.labels
+        try:
+            return self.labels.for_tile(s.tile, labels.min_pixels, labels.keep_points)
+        except Exception as e:
+            return e
 
     def text(self, samples: Sequence[Sample]) -> None:
         """Captions, then questions, each one batched call over the live samples."""
@@ -309,6 +319,10 @@ def _put_captions(s: Sample, captions: list[Any], captioner: str) -> None:
     if not captions:  # nothing describable: no text, no sample
         s.reject("no_caption", by=captioner)
     s.captions = captions
+
+
+def _put_labels(s: Sample, elements: list[Any]) -> None:
+    s.osm = elements
 
 
 def _put_qa(s: Sample, pairs: list[Any]) -> None:

@@ -68,6 +68,47 @@ def clean_tags(tags: Mapping[Any, Any]) -> dict[str, str]:
     return tags if same else out  # type: ignore[return-value]
 
 
+def clean_labels(values: list[Any], max_chars: int = MAX_LABEL_CHARS) -> list[str]:
+    """``clean_label`` of each value. A batch that is clean already (the common case: a shard's
+    ids) is checked in one pass over its joined text and returned as it is."""
+    if _all_clean(values, max_chars):
+        return values
+    return [clean_label(v, max_chars) for v in values]
+
+
+def clean_tags_batch(batch: list[Any]) -> list[dict[str, str]]:
+    """``clean_tags`` of each mapping; a batch of dicts whose keys and values are all clean and
+    non-empty is checked in two passes and returned as it is."""
+    if all(type(t) is dict for t in batch):
+        keys = [k for t in batch for k in t]
+        values = [v for t in batch for v in t.values()]
+        clean = all(keys) and all(values) and _all_clean(keys, MAX_KEY_CHARS)
+        if clean and _all_clean(values, MAX_LABEL_CHARS):
+            return batch
+    return [clean_tags(t) for t in batch]
+
+
+def _all_clean(values: list[Any], max_chars: int) -> bool:
+    """Whether ``clean_label`` would return every value unchanged, from their text joined by
+    "|": printable (so the only whitespace is " "), NFC, no double space, no space next to a
+    separator or at either end (no item with a space at its ends; a "|" inside an item at
+    worst sends the batch the slow way), none too long."""
+    if not values:
+        return True
+    if not all(type(v) is str for v in values) or max(map(len, values)) > max_chars:
+        return False
+    text = "|".join(values)
+    return (
+        text.isprintable()
+        and (text.isascii() or unicodedata.is_normalized("NFC", text))
+        and "  " not in text
+        and "| " not in text
+        and " |" not in text
+        and text[:1] != " "
+        and text[-1:] != " "
+    )
+
+
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
 
 

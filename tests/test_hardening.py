@@ -238,3 +238,27 @@ def test_plain_error_has_no_colour_codes_or_traceback_frames() -> None:
     wrapped = plain_error(RuntimeError('\x1b[31mred\x1b[0m\n  File "/a.py", line 1\nboom'))
     assert wrapped == "RuntimeError: red | boom"
     assert plain_error(ValueError()) == "ValueError"
+
+
+def test_batch_cleaning_equals_cleaning_each_label() -> None:
+    """``clean_labels`` and ``clean_tags_batch`` take a fast path for a batch that is clean
+    already; on every batch they return what the per-label functions return."""
+    import itertools
+    import random
+
+    from geoweave.text import clean_labels, clean_tags_batch
+
+    pieces = ["yes", "a b", " lead", "trail ", "x|y", "| y", "x |", "a  b", "", "é", "e\u0301",
+              "\x1b[31mred", "rtl\u202e", "line\nbreak", "z" * 300, "Café"]  # fmt: skip
+    rng = random.Random(4)
+    for n in (0, 1, 2, 5):
+        for batch in itertools.islice(itertools.product(pieces, repeat=n), 400):
+            values = list(batch) + [rng.randint(0, 9)] * (rng.random() < 0.1)
+            assert clean_labels(values) == [clean_label(v) for v in values]
+            tags = [{k: v for k, v in zip(values[::2], values[1::2], strict=False)}]
+            tags.append({"building": "yes", "name": values[0] if values else "x"})
+            assert clean_tags_batch(tags) == [clean_tags(t) for t in tags]
+    clean = ["n1", "w2", "Main Street"]
+    assert clean_labels(clean) is clean  # the fast path hands the batch back, no copy
+    good = [{"highway": "primary", "name": "Main Street"}]
+    assert clean_tags_batch(good) is good

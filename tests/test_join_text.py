@@ -168,3 +168,20 @@ def test_lines_are_not_counted_in_captions_or_questions(labels: ShardLabels) -> 
     assert not any("2 residential roads" in t for t in texts)
     questions = [q["question"] for q in _qa(s, 20) if q["kind"] == "count"]
     assert questions and not any("road" in q for q in questions)
+
+
+def test_a_batch_join_equals_each_tile_joined_alone(labels: ShardLabels) -> None:
+    """``for_tiles`` answers for many tiles at once (one bulk tree query): each tile's
+    elements, order included, are what the tile gets on its own, at every threshold."""
+    from dataclasses import replace
+
+    tiles = [
+        replace(TILE, col=TILE.col + dc, row=TILE.row + dr)
+        for dc in (-1, 0, 1)
+        for dr in (-1, 0, 1)
+    ]
+    for min_pixels, points in ((1.0, False), (1.0, True), (10.0, False), (0.0, True)):
+        batch = labels.for_tiles(tiles, min_pixels, points)
+        assert batch == [labels.for_tiles([t], min_pixels, points)[0] for t in tiles]
+        assert batch[4] == labels.for_tile(TILE, min_pixels, points) and batch[4]
+    assert labels.for_tiles([], 1.0) == []

@@ -93,3 +93,47 @@ def test_a_worker_freezes_its_long_lived_objects_once(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "True", "True"]
+
+
+def test_a_join_error_rejects_only_its_own_tile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shard joins its tiles in one batch; when that fails, each tile is joined alone, so
+    the one tile whose join raises is rejected (``error``, by ``join``) and the rest are kept."""
+    from geoweave.builders.join import ShardLabels
+
+    recipe = Recipe.model_validate(
+        {
+            "name": "wo",
+            "area": {"bbox": (-122.3143, 37.8040, -122.2908, 37.8176)},
+            "imagery": [{"name": "l7", "path": str(SF_BAY / "sf_bay_landsat7_falsecolor_30m.tif")}],
+            "tiles": {"size_px": 16, "gsd_m": [30]},
+            "labels": {"osm": [str(SF_BAY / "West-Oakland.osm.bz2")], "min_pixels": 1},
+        }
+    )
+    ctx, plan, _ = prepare(recipe, tmp_path)
+    tiles = plan.shard_tiles(0)
+    bad = tiles[len(tiles) // 2].key
+    batch_join = ShardLabels.for_tiles
+
+    def failing(self: ShardLabels, batch: list, *args: object) -> list:
+        if any(t.key == bad for t in batch):
+            raise ValueError("GEOS exception: TopologyException")
+        return batch_join(self, batch, *args)
+
+    monkeypatch.setattr(ShardLabels, "for_tiles", failing)
+    stats = run_shard(ctx, 0, tiles)
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "wo-000000.samples.parquet").to_pylist()}
+    assert (rows[bad]["reject_reason"], rows[bad]["rejected_by"]) == ("error", "join")
+    assert "TopologyException" in rows[bad]["error"]
+    assert stats.errors == 1
+    monkeypatch.undo()  # the same shard without the fault: every other tile is as it was
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    run_shard(prepare(recipe, clean_dir)[0], 0, tiles)
+    clean = pq.read_table(clean_dir / "wo-000000.samples.parquet").to_pylist()
+    for r in clean:
+        if r["key"] != bad:
+            got = rows[r["key"]]
+            assert (got["status"], got["osm_ids"]) == (r["status"], r["osm_ids"])
+    assert any(r["osm_ids"] for r in clean if r["key"] != bad)
