@@ -1,9 +1,10 @@
 """Shards run while local Ray starts.
 
 Starting a local Ray and its first worker costs seconds (about 4 to 6 on a 2-core laptop),
-longer than a small build's shard work. Instead of waiting, the driver forks one process that
-takes shards from the same queue as the Ray tasks and runs them until Ray has returned its first
-result; then it finishes the shard in hand and exits. A shard it took but did not finish (an
+longer than a small build's shard work. Instead of waiting, the driver forks one process per
+CPU the build may use (``execution.num_cpus``, else every CPU); they take shards from the same
+queue as the Ray tasks and run them until Ray has returned its first result; then each
+finishes the shard in hand and exits. A shard it took but did not finish (an
 error, a crash) goes back to the queue and runs on Ray with Ray's retries, so nothing is lost or
 written twice: every shard is handed out exactly once by ``ShardQueue``.
 
@@ -93,30 +94,36 @@ def _loop(ctx: BuildContext, plan: Plan, shards: ShardQueue, stop: Any, out: Any
 
 
 class EarlyWorker:
-    """One forked process running shards from a ``ShardQueue`` while Ray starts."""
+    """Forked processes (one per CPU the build may use) running shards from a ``ShardQueue``
+    while Ray starts."""
 
-    def __init__(self, ctx: BuildContext, plan: Plan, shards: ShardQueue) -> None:
+    def __init__(
+        self, ctx: BuildContext, plan: Plan, shards: ShardQueue, processes: int = 1
+    ) -> None:
         assert _FORK is not None
         self._shards = shards
         self._stop = _FORK.Event()
         self._out = _FORK.Queue()
-        self._proc = _FORK.Process(
-            target=_loop, args=(ctx, plan, shards, self._stop, self._out), daemon=True
-        )
-        self._proc.start()
+        args = (ctx, plan, shards, self._stop, self._out)
+        self._procs = [
+            _FORK.Process(target=_loop, args=args, daemon=True) for _ in range(processes)
+        ]
+        for proc in self._procs:
+            proc.start()
 
     @staticmethod
     def available() -> bool:
         return _FORK is not None
 
     def stop(self) -> tuple[list[ShardStats], list[tuple[int, str]]]:
-        """Let the worker finish its shard and exit. Returns the stats of the shards it
+        """Let the workers finish their shards and exit. Returns the stats of the shards they
         completed and (shard, error) of those that failed deterministically; every other shard
-        it started (a retryable fault, or lost with the process) goes back to the queue."""
+        they started (a retryable fault, or lost with a process) goes back to the queue."""
         self._stop.set()
         messages = self._drain(until_exit=True)
-        self._proc.join()
-        messages += self._drain(until_exit=False)  # what it sent just before exiting
+        for proc in self._procs:
+            proc.join()
+        messages += self._drain(until_exit=False)  # what they sent just before exiting
         started: set[int] = set()
         results: list[ShardStats] = []
         failed: list[tuple[int, str]] = []
@@ -139,5 +146,5 @@ class EarlyWorker:
             try:
                 messages.append(self._out.get(timeout=0.1))
             except queue.Empty:
-                if not (until_exit and self._proc.is_alive()):
+                if not (until_exit and any(p.is_alive() for p in self._procs)):
                     return messages

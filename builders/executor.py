@@ -229,7 +229,9 @@ def run_shards(
     queue = ShardQueue(shards)
     local = not cfg.ray_address and not ray.is_initialized()
     early = (
-        EarlyWorker(ctx, plan, queue)
+        EarlyWorker(
+            ctx, plan, queue, processes=min(cfg.num_cpus or os.cpu_count() or 1, len(shards))
+        )
         if local
         and cfg.early_start
         and EarlyWorker.available()

@@ -43,12 +43,17 @@ def test_queue_hands_out_each_shard_once_and_takes_back_first() -> None:
     assert [q.take(), q.take(), q.take()] == [3, 5, None]
 
 
-def test_early_worker_and_driver_share_the_shards_without_overlap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_early_worker_and_driver_share_the_shards_without_overlap(
+    tmp_path: Path, processes: int
+) -> None:
+    """One early process per CPU (two here) and the driver take shards from one queue: every
+    shard runs exactly once."""
     out = tmp_path / "out"
     ctx, plan, _ = prepare(load_recipe(_recipe(tmp_path)), out)
     out.mkdir()
     shards = ShardQueue(list(range(plan.num_shards)))
-    worker = EarlyWorker(ctx, plan, shards)
+    worker = EarlyWorker(ctx, plan, shards, processes=processes)
     time.sleep(1.0)  # long enough for a few shards of four 16 px tiles
     early, failed = worker.stop()
     assert early and not failed
@@ -58,6 +63,7 @@ def test_early_worker_and_driver_share_the_shards_without_overlap(tmp_path: Path
     done = [st.shard for st in early] + rest
     assert sorted(done) == list(range(plan.num_shards))  # every shard once
     assert all(st.worker and "-before-ray:" in st.worker for st in early)
+    assert len({st.worker for st in early}) == processes  # each process ran shards
     assert all(is_complete(out, "early", s) for s in done)
     keys = [k for p in out.glob("*.samples.parquet") for k in pq.read_table(p)["key"].to_pylist()]
     assert len(keys) == len(set(keys)) == len(plan.load_tiles())
