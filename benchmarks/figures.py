@@ -64,7 +64,7 @@ def shard_groups(recipe_path: Path) -> tuple[Any, dict[int, list[Any]]]:
     """The recipe and its planned tiles by shard (geoweave internals)."""
     from geoweave.builders.plan import plan_tiles
     from geoweave.builders.recipe_files import load_recipe
-    from geoweave.builders.shard import open_imagery
+    from geoweave.builders.worker_state import open_imagery
 
     recipe = load_recipe(recipe_path)
     groups: dict[int, list[Any]] = defaultdict(list)
@@ -102,7 +102,7 @@ def join(recipe_path: Path, naive_sample: int) -> dict[str, Any]:
     """ShardLabels + for_tiles per shard (as the pipeline joins) vs a naive per-tile sjoin on
     all of OSM."""
     from geoweave.builders.join import ShardLabels
-    from geoweave.builders.shard import open_label_sources
+    from geoweave.builders.worker_state import open_label_sources
 
     recipe, groups = shard_groups(recipe_path)
     index, lab = osm_index(recipe), recipe.labels

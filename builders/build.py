@@ -32,8 +32,8 @@ from geoweave.builders.outdir import (
 from geoweave.builders.plan import plan_tiles
 from geoweave.builders.plan_file import Plan
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.shard import (
-    BuildContext,
+from geoweave.builders.shard import BuildContext
+from geoweave.builders.worker_state import (
     open_imagery,
     open_label_sources,
     open_landcover,

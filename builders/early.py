@@ -21,7 +21,8 @@ import sys
 from typing import Any
 
 from geoweave.builders.plan import Plan
-from geoweave.builders.shard import BuildContext, run_shard, settle_process
+from geoweave.builders.shard import BuildContext, run_shard
+from geoweave.builders.worker_state import settle_process
 from geoweave.errors import RETRYABLE, is_disk_full
 from geoweave.stats import ShardStats
 from geoweave.text import plain_error

@@ -21,7 +21,8 @@ from geoweave.builders.early import EarlyWorker, ShardQueue
 from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.services import start_services, uses_ray_services
-from geoweave.builders.shard import BuildContext, run_shard, settle_process
+from geoweave.builders.shard import BuildContext, run_shard
+from geoweave.builders.worker_state import settle_process
 from geoweave.builders.writers import complete_stats, shard_stem, stats_path, write_stats
 from geoweave.errors import DISK_FULL, RETRYABLE, FatalError, is_disk_full
 from geoweave.files import temp_name

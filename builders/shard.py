@@ -12,36 +12,38 @@ directly.
 
 from __future__ import annotations
 
-import gc
 import os
 import resource
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 from geoweave.builders.encode import encode_geotiff, encode_jpeg
 from geoweave.builders.join import ShardLabels
-from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfig, Recipe
+from geoweave.builders.recipe import Recipe
+from geoweave.builders.worker_state import (
+    label_licenses,
+    open_imagery,
+    open_label_sources,
+    open_landcover,
+    open_landcover_by_date,
+)
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import ShardError
-from geoweave.protocols import ClassRaster, Filter, ImagerySource, TileDescription
+from geoweave.protocols import Filter, TileDescription
 from geoweave.qa.image_hash import hashes_of_grey
 from geoweave.qa.pixels import grey_sum_of
 from geoweave.record import Sample, is_upsampled
 from geoweave.registry import (
     CAPTIONERS,
     FILTERS,
-    IMAGERY_SOURCES,
-    LABEL_SOURCES,
     QUESTION_GENERATORS,
     load_plugins,
 )
-from geoweave.sources.labels import LabelSource
 from geoweave.sources.landcover import nearest_date
 from geoweave.stats import ShardStats
 from geoweave.tile import Tile
@@ -55,74 +57,6 @@ class BuildContext:
     out_dir: Path
     osm_index_dirs: tuple[str, ...] = ()
     osm_snapshot: str | None = None  # newest timestamp of the OSM data, when it has one
-
-
-# Sources are opened once per worker process and reused by every shard it runs; the caches are
-# keyed by the recipe fields' JSON (pydantic models with lists do not hash).
-
-
-def open_imagery(cfg: ImageryConfig) -> ImagerySource:
-    return _imagery(cfg.model_dump_json())
-
-
-@cache
-def _imagery(cfg_json: str) -> ImagerySource:
-    import geoweave.builders.components  # noqa: F401  (registers the built-ins)
-
-    cfg = ImageryConfig.model_validate_json(cfg_json)
-    source: ImagerySource = IMAGERY_SOURCES.build(
-        cfg.type, cfg.options, cfg.name, cfg.license, cfg.acquired
-    )
-    return source
-
-
-def open_label_sources(index_dirs: tuple[str, ...], labels: LabelsConfig) -> list[LabelSource]:
-    return _label_sources(index_dirs, labels.model_dump_json())
-
-
-@cache
-def _label_sources(index_dirs: tuple[str, ...], labels_json: str) -> list[LabelSource]:
-    from geoweave.sources.osm import OsmIndex
-
-    labels = LabelsConfig.model_validate_json(labels_json)
-    out: list[LabelSource] = [OsmIndex(Path(d)) for d in index_dirs]
-    if labels.vector:
-        from geoweave.sources.vector import VectorLabelSource
-
-        out += [VectorLabelSource(v.path, v.name, v.tag_columns) for v in labels.vector]
-    if labels.sources:
-        import geoweave.builders.components  # noqa: F401  (registers the built-ins)
-
-        out += [LABEL_SOURCES.build(c.type, c.options, c.name) for c in labels.sources]
-    return out
-
-
-def label_licenses(labels: LabelsConfig, sources: Sequence[LabelSource]) -> dict[str, str]:
-    """Source name -> licence, for the label sources whose recipe entry gives one (the sources
-    are in recipe order after the OSM indexes: vector files, then ``labels.sources``)."""
-    configs = [*labels.vector, *labels.sources]
-    extra = sources[len(sources) - len(configs) :] if configs else []
-    return {s.name: c.license for c, s in zip(configs, extra, strict=True) if c.license}
-
-
-def open_landcover(cfg: LandCoverConfig) -> ClassRaster:
-    return _landcover(cfg.model_dump_json())
-
-
-def open_landcover_by_date(cfg: LandCoverConfig) -> dict[str, ClassRaster]:
-    """The rasters of ``cfg.by_date``, by date: each opened as the main one (same legend)."""
-    return {
-        day: open_landcover(cfg.model_copy(update={"path": path, "by_date": {}}))
-        for day, path in cfg.by_date.items()
-    }
-
-
-@cache
-def _landcover(cfg_json: str) -> ClassRaster:
-    from geoweave.sources.landcover import LandCoverSource
-
-    cfg = LandCoverConfig.model_validate_json(cfg_json)
-    return LandCoverSource(cfg.path, cfg.legend, cfg.name)
 
 
 def _each(stage: str, samples: Sequence[Sample], work: Callable[[Sample], None]) -> None:
@@ -327,21 +261,6 @@ def _put_labels(s: Sample, elements: list[Any]) -> None:
 
 def _put_qa(s: Sample, pairs: list[Any]) -> None:
     s.qa = pairs
-
-
-_SETTLED_PID: int | None = None
-
-
-def settle_process() -> None:
-    """Once per worker process, after its first shard: collect, then freeze what the process
-    holds (modules, open sources, caches) out of the cyclic garbage collector's sight. A shard
-    makes many small objects (captions, label dicts, rows), so full collections run often, and
-    each rescanned every long-lived object: about 20 us a 128 px tile, measured."""
-    global _SETTLED_PID
-    if os.getpid() != _SETTLED_PID:  # a forked early worker settles on its own
-        gc.collect()
-        gc.freeze()
-        _SETTLED_PID = os.getpid()
 
 
 def run_shard(

@@ -86,7 +86,7 @@ def test_a_worker_freezes_its_long_lived_objects_once(tmp_path: Path) -> None:
     import sys
 
     code = (
-        "import gc; from geoweave.builders.shard import settle_process\n"
+        "import gc; from geoweave.builders.worker_state import settle_process\n"
         "before = gc.get_freeze_count(); settle_process(); once = gc.get_freeze_count()\n"
         "[object() for _ in range(10)]; x = [[] for _ in range(1000)]; settle_process()\n"
         "print(before, once > 1000, gc.get_freeze_count() == once)\n"

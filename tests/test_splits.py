@@ -20,8 +20,9 @@ from geoweave.builders.build import _compare_content, content_fingerprint, prepa
 from geoweave.builders.plan import plan_tiles
 from geoweave.builders.recipe import Recipe, SplitsConfig
 from geoweave.builders.recipe_files import load_recipe
-from geoweave.builders.shard import open_imagery, run_shard
+from geoweave.builders.shard import run_shard
 from geoweave.builders.splits import assign_splits
+from geoweave.builders.worker_state import open_imagery
 from geoweave.errors import FatalError
 from geoweave.manifests.manifest import write_manifest
 from geoweave.tile import Tile
