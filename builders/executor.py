@@ -334,10 +334,14 @@ def _dispatch(
     pending: dict[Any, list[int]] = {}
     results: list[ShardStats] = []
     t0, tiles_done = time.time(), 0
+    # An empty task: it returns once a Ray worker has imported the shard code and read the
+    # context, and then the early workers stop, so that a build uses about the CPUs it was given
+    # (waiting for a real task's result ran both for up to a task's length).
+    warm = task.remote(ctx_ref, []) if early is not None else None
     while True:
         while len(pending) < window and (batch := queue.take_many(per_task)):
             pending[task.remote(ctx_ref, [(s, plan.shard_tiles(s)) for s in batch])] = batch
-        if early is not None and (results or not pending):  # Ray is warm, or has nothing to do
+        if early is not None and (warm is None or results or not pending):  # Ray is warm
             finished, failed = early.stop()  # retryable failures go back to the queue
             finished += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
             log.info("early worker: %d shards while Ray started", len(finished))
@@ -350,7 +354,10 @@ def _dispatch(
             continue
         if not pending:
             return results
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait([*pending, *([warm] if early is not None else [])], num_returns=1)
+        if done[0] not in pending:  # the empty task: a worker is ready
+            warm = None
+            continue
         stats = _collect(ctx, plan, pending.pop(done[0]), done[0], queue)
         if any(s.error and DISK_FULL in s.error for s in stats) and queue.close():
             log.error("the disk is full: no new shards are started")

@@ -83,3 +83,33 @@ def test_build_with_and_without_the_early_worker(tmp_path: Path, early_start: bo
     assert [s for s, _ in rows] == list(range(len(rows))) and n[0] == n[1] == planned
     early = [w for _, w in rows if "-before-ray:" in w]
     assert bool(early) == early_start
+
+
+@pytest.mark.parametrize(("env", "want"), [(None, 15), ("7", 7)])
+def test_early_workers_run_at_the_priority_of_ray_workers(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, want: int
+) -> None:
+    """An early worker lowers its priority to Ray's worker niceness (``RAY_worker_niceness``,
+    15 by default), so it cannot starve Ray's start; checked in a forked child."""
+    import multiprocessing
+    import os
+
+    from geoweave.builders.early import _nice_as_ray_workers
+
+    if env is None:
+        monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    else:
+        monkeypatch.setenv("RAY_worker_niceness", env)
+    base = os.nice(0)
+    ctx = multiprocessing.get_context("fork")
+    result = ctx.Queue()
+
+    def child() -> None:
+        _nice_as_ray_workers()
+        result.put(os.nice(0))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    proc.join(10)
+    assert result.get(timeout=5) == max(want, base)
+    assert os.nice(0) == base  # the parent is untouched
