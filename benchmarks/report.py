@@ -53,6 +53,7 @@ def size_rows(r: dict[str, Any]) -> list[Row]:
          f"<= {MAX_OUTSIDE_SHARE:.0%}", check(one["outside_share"] <= MAX_OUTSIDE_SHARE) if share_applies else "n/a (< 2000 tiles)"),
         (f"{s}: wall, 2 workers, tiles/s", f"{two['tiles_per_s']:.1f}", "", "info"),
         (f"{s}: 2 workers / 1 worker", f"{r['speedup_2w']:.2f}x", f">= {MIN_SPEEDUP}x", check(r["speedup_2w"] >= MIN_SPEEDUP)),
+        (f"{s}:   the machine's ceiling: floor in 2 processes / floor", f"{r['speedup_2_floors']:.2f}x" if "speedup_2_floors" in r else "n/a", "", "info"),
     ]  # fmt: skip
     return rows + timing_rows(s, one["timings"])
 
