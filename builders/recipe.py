@@ -279,7 +279,8 @@ class ExecutionConfig(_Strict):
         None, ge=1, le=64, description="shards per Ray task; default: 1 to 8 by build size"
     )
     early_start: bool = Field(
-        True, description="run shards in a forked process while a local Ray starts (Linux)"
+        True,
+        description="run shards in forked processes, one per CPU, while a local Ray starts (Linux)",
     )
     node_ip_address: str | None = Field(None, description="local Ray bind address")
     cache_dir: Path | None = Field(
