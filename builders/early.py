@@ -120,6 +120,7 @@ class EarlyWorker:
         self._shards = shards
         self._stop = _FORK.Event()
         self._out = _FORK.Queue()
+        self.processes = processes
         args = (ctx, plan, shards, self._stop, self._out)
         self._procs = [
             _FORK.Process(target=_loop, args=args, daemon=True) for _ in range(processes)

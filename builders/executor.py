@@ -242,7 +242,7 @@ def run_shards(
     if after_fork is not None:
         after_fork()
     if early is not None:
-        log.info("starting a local Ray; an early worker runs shards meanwhile")
+        log.info("starting a local Ray; %d early worker(s) run shards meanwhile", early.processes)
     t = time.time()
     try:
         started = init_ray(cfg)  # a no-op when the caller connected already
@@ -344,7 +344,7 @@ def _dispatch(
         if early is not None and (warm is None or results or not pending):  # Ray is warm
             finished, failed = early.stop()  # retryable failures go back to the queue
             finished += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
-            log.info("early worker: %d shards while Ray started", len(finished))
+            log.info("early workers: %d shards while Ray started", len(finished))
             if any(DISK_FULL in msg for _, msg in failed):
                 queue.close()
             results += finished
