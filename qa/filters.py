@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import numpy as np
 from pydantic import Field
 
 from geoweave.qa import pixels
@@ -58,11 +57,6 @@ class LowVarianceFilter:
         std = pixels.grey_std(pixels.grey_sum_of(sample))  # the grey shared with cloud_v1
         sample.scores["grey_std"] = round(std, 3)
         return "blank_or_low_variance" if std < self.min_std else None
-
-
-def grey_std(rgb: np.ndarray) -> float:
-    """Standard deviation of the grey level (mean of the channels) of an (H, W, 3) uint8 image."""
-    return pixels.grey_std(pixels.grey_sum(rgb))
 
 
 @FILTERS.add("min_labels_v1")

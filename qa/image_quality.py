@@ -174,11 +174,6 @@ class SaturationFilter:
         return "saturated" if fraction > self.max_fraction else None
 
 
-def saturated_fraction(rgb: np.ndarray, valid: np.ndarray | None) -> float:
-    """The largest share, over the bands of (H, W, 3) uint8, of valid pixels at 0 or 255."""
-    return edge_fraction(np.moveaxis(rgb, 2, 0), valid)
-
-
 def edge_fraction(planes: np.ndarray, valid: np.ndarray | None) -> float:
     """The largest share, over (3, H, W) uint8 planes, of valid pixels at 0 or 255."""
     n = planes.shape[1] * planes.shape[2] if valid is None else int(np.count_nonzero(valid))

@@ -30,9 +30,9 @@ from geoweave.qa.image_quality import (
     CloudOptions,
     SaturationFilter,
     SaturationOptions,
-    saturated_fraction,
+    edge_fraction,
 )
-from geoweave.qa.pixels import grey_sum, smooth
+from geoweave.qa.pixels import grey_std, grey_sum, smooth
 from geoweave.qa.text_quality import (
     CaptionLengthFilter,
     CaptionLengthOptions,
@@ -50,6 +50,11 @@ from tests.data.labels_fixture import write_cover
 from tests.data.raster_fixture import _write, write_rgb, write_uint16
 
 SIZE = 64
+
+
+def saturated_fraction(rgb: np.ndarray, valid: np.ndarray | None) -> float:
+    """``edge_fraction`` of an interleaved (H, W, 3) fixture."""
+    return edge_fraction(np.moveaxis(rgb, 2, 0), valid)
 
 
 def _sample(rgb: np.ndarray, valid: np.ndarray | None = None, data: Any = None) -> Sample:
@@ -494,8 +499,6 @@ def test_cloud_texture_over_the_candidates_box_equals_the_whole_tile() -> None:
 
 
 def test_saturated_fraction_fast_path_for_tiles_without_0_or_255() -> None:
-    from geoweave.qa.image_quality import saturated_fraction
-
     rng = np.random.default_rng(1)
     rgb = rng.integers(1, 255, (64, 64, 3), dtype=np.uint8)
     assert saturated_fraction(rgb, None) == 0.0
@@ -511,7 +514,7 @@ def test_image_statistics_of_a_large_tile_come_from_its_preview_computed_once() 
     """Over 128 px every image statistic is taken on every k-th pixel: the grey std of a
     256 px tile is that of its even rows and columns, and the planes and grey sum the filters
     share are computed once and agree with the interleaved definitions."""
-    from geoweave.qa.filters import LowVarianceFilter, grey_std
+    from geoweave.qa.filters import LowVarianceFilter
     from geoweave.qa.pixels import grey_sum_of, planes_of, preview
 
     rng = np.random.default_rng(5)
@@ -519,8 +522,8 @@ def test_image_statistics_of_a_large_tile_come_from_its_preview_computed_once() 
     rgb[1::2] = 0  # odd rows black: invisible to the preview
     s = _sample(rgb)
     assert LowVarianceFilter(LowVarianceFilter.Options()).check(s) is None
-    assert s.scores["grey_std"] == round(grey_std(np.ascontiguousarray(rgb[::2, ::2])), 3)
-    assert s.scores["grey_std"] != round(grey_std(rgb), 3)
+    assert s.scores["grey_std"] == round(grey_std(grey_sum(rgb[::2, ::2])), 3)
+    assert s.scores["grey_std"] != round(grey_std(grey_sum(rgb)), 3)
     planes = planes_of(s)
     assert planes.shape == (3, 128, 128) and planes.flags.c_contiguous
     assert planes_of(s) is planes and grey_sum_of(s) is grey_sum_of(s)

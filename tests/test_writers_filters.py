@@ -15,7 +15,8 @@ from geoweave.builders.outdir import remove_temporaries
 from geoweave.builders.recipe_files import load_recipe
 from geoweave.builders.shard import apply_filters
 from geoweave.builders.writers import ShardWriter, is_complete
-from geoweave.qa.filters import LowVarianceFilter, MinLabelsFilter, NodataFilter, grey_std
+from geoweave.qa.filters import LowVarianceFilter, MinLabelsFilter, NodataFilter
+from geoweave.qa.pixels import grey_std, grey_sum
 from geoweave.record import Sample
 from geoweave.tile import Tile
 
@@ -128,7 +129,7 @@ def test_filters_reject_with_reason_and_record_scores(
 
 def test_grey_std_equals_the_float_grey_image_std() -> None:
     rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    assert grey_std(rgb) == pytest.approx(float(np.std(rgb.mean(axis=2))), rel=1e-12)
+    assert grey_std(grey_sum(rgb)) == pytest.approx(float(np.std(rgb.mean(axis=2))), rel=1e-12)
 
 
 def test_recipe_filters_merge_over_the_defaults_in_order(tmp_path: Path) -> None:
