@@ -179,13 +179,14 @@ class ShardPipeline:
     def join(self, samples: Sequence[Sample]) -> None:
         labels = self.recipe.labels
         live = [s for s in samples if s.kept]
-        try:  # the batch in one query; on an error, tile by tile (it rejects only its tile)
+        try:  # the batch in one query
             found = self.labels.for_tiles(
                 [s.tile for s in live], labels.min_pixels, labels.keep_points
             )
-        except Exception:
-            found = [self._visible(s) for s in live]
-        _apply("join", live, found, _put_labels)
+        except Exception:  # tile by tile: an error rejects only its own tile
+            _each("join", live, self._join_one)
+        else:
+            _apply("join", live, found, _put_labels)
         if self.landcover is None:
             return
         groups: dict[str | None, list[Sample]] = {}
@@ -202,12 +203,9 @@ class ShardPipeline:
                 results = [e] * len(live)
             _apply("join", live, results, lambda s, r, day=day: _put_landcover(s, r, day))
 
-    def _visible(self, s: Sample) -> list[Any] | Exception:
+    def _join_one(self, s: Sample) -> None:
         labels = self.recipe.labels
-        try:
-            return self.labels.for_tile(s.tile, labels.min_pixels, labels.keep_points)
-        except Exception as e:
-            return e
+        s.osm = self.labels.for_tile(s.tile, labels.min_pixels, labels.keep_points)
 
     def text(self, samples: Sequence[Sample]) -> None:
         """Captions, then questions, each one batched call over the live samples."""
