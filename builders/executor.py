@@ -71,7 +71,7 @@ def init_ray(cfg: ExecutionConfig) -> bool:
             ) from e
         return True
     kwargs["include_dashboard"] = False
-    kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count() or 1
+    kwargs["num_cpus"] = local_cpus(cfg)
     ip = cfg.node_ip_address or default_node_ip()
     if ip:
         kwargs["_node_ip_address"] = ip
@@ -79,6 +79,11 @@ def init_ray(cfg: ExecutionConfig) -> bool:
         kwargs["_temp_dir"] = os.environ["RAY_TMPDIR"]
     ray.init(**kwargs)
     return True
+
+
+def local_cpus(cfg: ExecutionConfig) -> int:
+    """The CPUs a local Ray gets, and the early workers: ``execution.num_cpus``, else all."""
+    return cfg.num_cpus or os.cpu_count() or 1
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -230,9 +235,7 @@ def run_shards(
     queue = ShardQueue(shards)
     local = not cfg.ray_address and not ray.is_initialized()
     early = (
-        EarlyWorker(
-            ctx, plan, queue, processes=min(cfg.num_cpus or os.cpu_count() or 1, len(shards))
-        )
+        EarlyWorker(ctx, plan, queue, processes=min(local_cpus(cfg), len(shards)))
         if local
         and cfg.early_start
         and EarlyWorker.available()
