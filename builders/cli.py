@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -105,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("out", help="output folder of a build")
     rp.add_argument("--seed", type=int, default=0, help="draws the gallery's samples (0)")
     rp.add_argument("--gallery", type=int, default=24, help="samples in the gallery (24)")
-    from geoweave.builders.review_cli import add_parser
+    from geoweave.builders.review_args import add_parser
 
     add_parser(sub)
     from geoweave.builders.hub import add_parser as add_publish_parser
@@ -136,6 +139,19 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if args.debug else " (run again with --debug for the traceback)"
         _error(f"the build failed: {type(e).__name__}: {e}{hint}", args.debug)
         return 1
+
+
+def entry() -> None:
+    """The ``build-dataset`` console script: ``main()``, then the exit functions (Ray's,
+    logging's), and an exit that skips the interpreter's teardown. Freeing every module and
+    object of a build's driver (Ray's core worker, Arrow, DuckDB) took 0.3-0.4 s after the
+    work was done; every file is closed and renamed by then."""
+    code = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said
+            stream.flush()
+    os._exit(code)
 
 
 def _error(message: str, debug: bool) -> None:
@@ -200,4 +216,4 @@ def _plan(recipe: Any) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -81,6 +81,13 @@ def init_ray(cfg: ExecutionConfig) -> bool:
     return True
 
 
+def _ray_connected() -> bool:
+    """Whether this process is connected to a Ray already, without importing Ray (0.4 s) when
+    it is not: the early workers fork before that import."""
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
 def local_cpus(cfg: ExecutionConfig) -> int:
     """The CPUs a local Ray gets, and the early workers: ``execution.num_cpus``, else all."""
     return cfg.num_cpus or os.cpu_count() or 1
@@ -229,11 +236,9 @@ def run_shards(
     shards as they finish (complete or failed). A local Ray started here is left
     running for the caller to stop with ``RayStopper`` (or ``ray_shutdown``).
     """
-    import ray
-
     cfg = ctx.recipe.execution
     queue = ShardQueue(shards)
-    local = not cfg.ray_address and not ray.is_initialized()
+    local = not cfg.ray_address and not _ray_connected()
     early = (
         EarlyWorker(ctx, plan, queue, processes=min(local_cpus(cfg), len(shards)))
         if local
@@ -256,6 +261,8 @@ def run_shards(
     if timings is not None and started:  # a cluster the caller joined was timed there
         timings["ray_start_s"] = time.time() - t
     bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
+    import ray
+
     try:
         services = start_services(ctx.recipe)  # noqa: F841  (held alive while shards run)
         return _dispatch(ctx, plan, queue, early, bar, on_done or (lambda _stats: None))

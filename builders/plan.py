@@ -31,6 +31,7 @@ from geoweave.builders.splits import write_plan_splits
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
 from geoweave.record import is_upsampled
+from geoweave.sources.area_file import read_area
 from geoweave.sources.grid import (
     bbox_geometry,
     cells_by_strip,
@@ -54,15 +55,7 @@ def area_geometry(recipe: Recipe, sources: Sequence[ImagerySource]) -> BaseGeome
     if recipe.area.bbox is not None:
         return bbox_geometry(recipe.area.bbox)
     if recipe.area.geojson is not None:
-        import geopandas as gpd
-
-        try:
-            gdf = gpd.read_file(recipe.area.geojson)
-        except Exception as e:
-            raise FatalError(f"area.geojson {recipe.area.geojson}: cannot read it ({e})") from e
-        if gdf.empty or gdf.crs is None:
-            raise FatalError(f"area.geojson {recipe.area.geojson}: empty or without a CRS")
-        return split_antimeridian(shapely.union_all(gdf.to_crs("EPSG:4326").geometry.values))
+        return split_antimeridian(read_area(recipe.area.geojson))
     return shapely.union_all([split_antimeridian(s.footprint()) for s in sources])
 
 

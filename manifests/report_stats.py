@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
 BINS = 20
 
@@ -43,35 +44,58 @@ class Histogram:
 
 def histograms(con: duckdb.DuckDBPyConnection) -> list[Histogram]:
     """The fixed series, then one histogram per score key (``score: NAME``)."""
-    out = []
-    for title, unit, sql in SERIES:
-        out.extend(binned(con, f"SELECT {title!r} g, v FROM ({sql})", unit))
-    out.extend(binned(con, SCORES.replace("SELECT k, v", "SELECT 'score: ' || k g, v"), "score"))
-    return out
+    series = [(f"{i:02d} {title}", unit, sql) for i, (title, unit, sql) in enumerate(SERIES)]
+    scores = SCORES.replace("SELECT k, v", f"SELECT '{len(SERIES):02d} score: ' || k g, v")
+    parts = [f"SELECT {g!r} g, v FROM ({sql})" for g, _unit, sql in series] + [scores]
+    units = {g: unit for g, unit, _sql in series}
+    return [
+        Histogram(g[3:], units.get(g, "score"), h.edges, h.counts, h.integer)
+        for g, h in binned(con, " UNION ALL ".join(parts)).items()
+    ]
 
 
-def binned(con: duckdb.DuckDBPyConnection, values: str, unit: str) -> list[Histogram]:
-    """Histograms of ``values`` (SQL with columns ``g``, ``v``), one per ``g``: whole numbers
-    spanning at most ``BINS`` get one bin each, anything else ``BINS`` equal bins (one bin
-    when every value is equal). NaN and infinite values are left out."""
-    base = f"SELECT g, v FROM ({values}) WHERE v IS NOT NULL AND isfinite(v)"
+def binned(con: duckdb.DuckDBPyConnection, values: str) -> dict[str, Histogram]:
+    """Histograms of ``values`` (SQL with columns ``g``, ``v``), one per ``g`` in the order
+    of ``g``, in two queries: whole numbers spanning at most ``BINS`` get one bin each,
+    anything else ``BINS`` equal bins (one bin when every value is equal). NaN and infinite
+    values are left out."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE histogram_values AS "
+        f"SELECT g, v FROM ({values}) WHERE v IS NOT NULL AND isfinite(v)"
+    )  # read once (the captions' words take most of the time), binned twice
+    try:
+        return _bin(con)
+    finally:
+        con.execute("DROP TABLE histogram_values")
+
+
+def _bin(con: duckdb.DuckDBPyConnection) -> dict[str, Histogram]:
     ranges = con.execute(
-        f"SELECT g, min(v), max(v), bool_and(v = floor(v)) FROM ({base}) GROUP BY g ORDER BY g"
+        "SELECT g, min(v), max(v), bool_and(v = floor(v)) FROM histogram_values "
+        "GROUP BY g ORDER BY g"
     ).fetchall()
-    out = []
-    for g, lo, hi, whole in ranges:
-        edges, integer = _edges(float(lo), float(hi), bool(whole))
-        width = edges[1] - edges[0]
-        counts = dict(
-            con.execute(
-                f"SELECT least(floor((v - ?) / ?)::BIGINT, ?) b, count(*) FROM ({base}) "
-                "WHERE g = ? GROUP BY b",
-                [edges[0], width, len(edges) - 2, g],
-            ).fetchall()
-        )
-        bins = [int(counts.get(i, 0)) for i in range(len(edges) - 1)]
-        out.append(Histogram(str(g), unit, edges, bins, integer))
-    return out
+    if not ranges:
+        return {}
+    edges = {g: _edges(float(lo), float(hi), bool(whole)) for g, lo, hi, whole in ranges}
+    bins = pa.table({
+        "g": list(edges),
+        "lo": [e[0] for e, _ in edges.values()],
+        "width": [e[1] - e[0] for e, _ in edges.values()],
+        "top": [len(e) - 2 for e, _ in edges.values()],
+    })  # fmt: skip
+    con.register("histogram_bins", bins)
+    try:
+        counts = con.execute(
+            "SELECT g, least(floor((v - lo) / width)::BIGINT, top) b, count(*) "
+            "FROM histogram_values JOIN histogram_bins USING (g) GROUP BY ALL"
+        ).fetchall()
+    finally:
+        con.unregister("histogram_bins")
+    found = {(g, b): int(n) for g, b, n in counts}
+    return {
+        g: Histogram(g, "", e, [found.get((g, i), 0) for i in range(len(e) - 1)], integer)
+        for g, (e, integer) in edges.items()
+    }
 
 
 def _edges(lo: float, hi: float, whole: bool) -> tuple[list[float], bool]:

@@ -82,10 +82,10 @@ def footprint_map(
     titled = len(footprints) <= 5000  # a tooltip per tile, while the page stays small
     groups, counts = [], dict[Any, int]()
     for (gsd, value), members in _groups(footprints, by).items():
-        rects = [
-            el("rect", el("title", _tip(f)) if titled else None, **box(boxes[i]))
-            for i, f in members
-        ]
+        if titled:
+            rects = [el("rect", el("title", _tip(f)), **box(boxes[i])) for i, f in members]
+        else:  # numbers only: written directly, 10x faster than ``el`` for 10,000 tiles
+            rects = [_rect(box(boxes[i])) for i, _f in members]
         fill = colours.get(value, NONE if value is None else OTHER)
         groups.append(el("g", *rects, fill=fill, fill_opacity="0.75", data_gsd=_n(gsd)))
         counts[value] = counts.get(value, 0) + len(members)
@@ -106,6 +106,13 @@ def footprint_map(
         role="img",
         aria_label=f"map of tile footprints by {by}",
         class_="map",
+    )
+
+
+def _rect(b: dict[str, str]) -> Safe:
+    """``el("rect", **b)`` for ``b`` of numbers formatted by ``_n`` (nothing to escape)."""
+    return Safe(
+        f'<rect x="{b["x"]}" y="{b["y"]}" width="{b["width"]}" height="{b["height"]}"></rect>'
     )
 
 

@@ -34,11 +34,16 @@ SCHEMA = pa.schema(
 )
 
 SHARED_SQL = r"""
-WITH texts AS (
-    SELECT DISTINCT key, lower(trim(regexp_replace(c.text, '\s+', ' ', 'g'))) AS caption
+WITH raw AS (
+    SELECT DISTINCT key, c.text AS text
     FROM (SELECT key, unnest(captions) AS c
           FROM read_parquet(?, union_by_name = true) WHERE status = 'kept')
     WHERE c.text IS NOT NULL AND trim(c.text) <> ''
+), norm AS (  -- each distinct text normalised once: the regex is most of the pass's time
+    SELECT text, lower(trim(regexp_replace(text, '\s+', ' ', 'g'))) AS caption
+    FROM (SELECT DISTINCT text FROM raw)
+), texts AS (
+    SELECT DISTINCT key, caption FROM raw JOIN norm USING (text)
 ), over AS (
     SELECT caption, count(*) AS n FROM texts GROUP BY caption HAVING count(*) > ?
 )

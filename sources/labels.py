@@ -13,9 +13,10 @@ GeoDataFrame in EPSG:4326 with exactly the columns in ``LABEL_COLUMNS``:
 from __future__ import annotations
 
 import functools
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import geopandas as gpd
+if TYPE_CHECKING:  # geopandas takes 0.3 s to import; a build without vector labels needs none
+    import geopandas as gpd
 
 LABEL_COLUMNS = ("id", "tags", "geometry")
 LABEL_CRS = "EPSG:4326"
@@ -59,6 +60,8 @@ class LabelSource(Protocol):
 
 @functools.cache
 def _empty() -> gpd.GeoDataFrame:
+    import geopandas as gpd
+
     return gpd.GeoDataFrame({"id": [], "tags": []}, geometry=[], crs=LABEL_CRS)
 
 

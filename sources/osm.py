@@ -26,9 +26,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
 import osmium
 import pyarrow as pa
@@ -49,6 +48,9 @@ from geoweave.sources.osm_stream import (
     location_storage,
     stream_batches,
 )
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 FORMAT_VERSION = 2  # 2: keyed by the quick fingerprint, meta.json holds "fingerprint"
 log = logging.getLogger("geoweave")
@@ -281,6 +283,8 @@ class OsmIndex:
         idx = idx[shapely.intersects(geoms[idx], shapely.box(west, south, east, north))]
         if idx.size == 0:
             return empty_labels()
+        import geopandas as gpd  # 0.3 s to import: only in a build that reads OSM labels
+
         frame = {"id": ids[idx].tolist(), "tags": tags[idx].tolist()}
         return gpd.GeoDataFrame(frame, geometry=geoms[idx], crs=LABEL_CRS)
 

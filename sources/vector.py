@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
-import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from shapely.geometry import box
 
@@ -21,12 +19,17 @@ from geoweave.errors import FatalError
 from geoweave.registry import LABEL_SOURCES
 from geoweave.sources.labels import LABEL_COLUMNS, LABEL_CRS, BBox, empty_labels
 
+if TYPE_CHECKING:  # pandas and geopandas take 0.3 s to import: only where a file is read
+    import geopandas as gpd
+
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 ID_COLUMNS = ("id", "osm_id")  # file columns that hold a feature id, in order of preference
 
 
 def read_vector(path: Path) -> gpd.GeoDataFrame:
     """Read a vector file with geopandas, turning any read failure into a FatalError."""
+    import geopandas as gpd
+
     if not path.is_file():
         raise FatalError(f"vector label file {path} not found")
     try:
@@ -42,6 +45,8 @@ def read_vector(path: Path) -> gpd.GeoDataFrame:
 
 def _text(value: Any) -> str | None:
     """A tag value as text; None for nulls. Whole floats lose their ``.0``."""
+    import pandas as pd
+
     if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return None
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -99,6 +104,8 @@ class VectorLabelSource:
         self, frame: gpd.GeoDataFrame, tag_columns: Sequence[str] | None
     ) -> gpd.GeoDataFrame:
         """Build the ``id, tags, geometry`` frame in EPSG:4326 from the file's rows."""
+        import geopandas as gpd
+
         id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
         columns = self._tag_columns(frame, tag_columns, id_column)
         ids = [

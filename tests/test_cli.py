@@ -60,3 +60,17 @@ def test_rerun_with_another_plan_into_the_same_folder_is_refused(tmp_path: Path)
     assert moved.returncode == 0  # execution settings may change between a run and its resume
     same = run_cli("run", str(recipe), "-o", str(out), "--no-progress")
     assert same.returncode == 0 and "0 run now" in same.stdout  # complete shards are skipped
+
+
+def test_the_console_script_says_everything_before_its_fast_exit(tmp_path: Path) -> None:
+    """``entry`` ends with ``os._exit``: what was printed must still reach a pipe whole, and
+    the exit code must be main()'s."""
+    from importlib import metadata
+
+    (script,) = [e for e in metadata.entry_points(group="console_scripts") if e.name == "build-dataset"]  # fmt: skip
+    assert script.value == "geoweave.builders.cli:entry"
+    res = run_cli("plan", str(REPO / "examples/sf-bay.yaml"), "--output", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == "820 tiles in 13 shards of 64"
+    bad = run_cli("plan", str(tmp_path / "missing.yaml"))
+    assert bad.returncode == 2 and "missing.yaml" in bad.stderr
