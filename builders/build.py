@@ -69,8 +69,6 @@ def _check_cache(root: Path) -> None:
 
 def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChecksums]:
     """Open and check every input, build the label indexes, plan the tiles. Writes no output."""
-    from geoweave.sources.osm import build_osm_index
-
     sources = [open_imagery(c) for c in recipe.imagery]
     for c, src in zip(recipe.imagery, sources, strict=True):
         log.info("imagery %s (%s): %s, %g m", src.name, c.type, src.crs, src.res_m)
@@ -80,7 +78,9 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
             inputs.hash(c.path)
     index_dirs: list[str] = []
     snapshots: dict[str, str | None] = {}
-    if recipe.labels.osm:
+    if recipe.labels.osm:  # the OSM code imports pyarrow.dataset and pandas: 0.3 s
+        from geoweave.sources.osm import build_osm_index
+
         _check_cache(cache_root(recipe))
     for p in recipe.labels.osm:
         t0 = time.time()

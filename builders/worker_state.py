@@ -41,10 +41,12 @@ def open_label_sources(index_dirs: tuple[str, ...], labels: LabelsConfig) -> lis
 
 @cache
 def _label_sources(index_dirs: tuple[str, ...], labels_json: str) -> list[LabelSource]:
-    from geoweave.sources.osm import OsmIndex
-
     labels = LabelsConfig.model_validate_json(labels_json)
-    out: list[LabelSource] = [OsmIndex(Path(d)) for d in index_dirs]
+    out: list[LabelSource] = []
+    if index_dirs:
+        from geoweave.sources.osm import OsmIndex
+
+        out += [OsmIndex(Path(d)) for d in index_dirs]
     if labels.vector:
         from geoweave.sources.vector import VectorLabelSource
 

@@ -65,7 +65,11 @@ class ImagerySource(Protocol):
 
 
 class LabelSource(Protocol):
-    """Label features (OSM, vector files) for a lon/lat box; see ``geoweave.sources.labels``."""
+    """Label features (OSM, vector files) for a lon/lat box; see ``geoweave.sources.labels``.
+
+    A source may set ``fixed_features = True`` when a feature id always comes back with the same
+    tags and geometry (not clipped to the box asked for): the join then cleans and reprojects
+    each feature once per worker instead of once per shard."""
 
     name: str
 

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import osmium
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import shapely
 from osmium.version import pyosmium_release
@@ -169,6 +168,8 @@ def _write_index(
     hashing: InputChecksums,
 ) -> None:
     """Stream the OSM file into partitioned Parquet files under ``out``, then meta.json."""
+    import pyarrow.dataset as ds  # imports pandas (0.3 s): only when an index is built
+
     started = time.perf_counter()
     stats = StreamStats()
     scratch = out.with_name(out.name + ".nodes")
@@ -238,6 +239,7 @@ class OsmIndex:
     """
 
     name = "osm"
+    fixed_features = True  # an id always comes with the same tags and geometry (the join caches)
 
     def __init__(self, root: str | Path, cached_cells: int = CACHED_CELLS) -> None:
         """Open the index at ``root``, keeping up to ``cached_cells`` partitions in memory."""

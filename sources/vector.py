@@ -66,6 +66,7 @@ class VectorLabelSource:
     """Features of a vector file as labels: ``id``, ``tags`` (its attributes) and ``geometry``."""
 
     Options = VectorOptions
+    fixed_features = True  # the file is read once: an id always has the same tags and geometry
 
     @classmethod
     def from_options(cls, opts: VectorOptions, name: str | None = None) -> VectorLabelSource:

@@ -185,3 +185,39 @@ def test_a_batch_join_equals_each_tile_joined_alone(labels: ShardLabels) -> None
         assert batch == [labels.for_tiles([t], min_pixels, points)[0] for t in tiles]
         assert batch[4] == labels.for_tile(TILE, min_pixels, points) and batch[4]
     assert labels.for_tiles([], 1.0) == []
+
+
+class FixedSource(FrameSource):
+    fixed_features = True  # the join may keep its cleaned, reprojected features
+
+
+class ClippingSource(FrameSource):
+    """Returns each feature clipped to the box asked for: the same id, other geometries."""
+
+    def query(self, bbox: tuple[float, float, float, float]) -> gpd.GeoDataFrame:
+        found = super().query(bbox).copy()
+        found["geometry"] = found.geometry.intersection(shapely.box(*bbox))
+        return found
+
+
+def test_fixed_features_are_reprojected_once_per_process_and_join_the_same() -> None:
+    from dataclasses import replace
+
+    rows = [
+        ("w1", {"building": "yes\u202e"}, _box(20, 260, 40, 40)),  # a bidi control: cleaned
+        ("w4", {"landuse": "grass"}, _box(-100, -100, 700, 200)),  # across two tiles
+    ]
+    east = replace(TILE, col=TILE.col + 1)
+    fixed, plain = FixedSource(rows), FrameSource(rows)
+    first, second = ShardLabels([fixed], [TILE]), ShardLabels([fixed], [east])
+    by_id = {i: g for i, g in zip(first.ids, first.geoms, strict=True)}
+    assert second.geoms[list(second.ids).index("w4")] is by_id["w4"]  # not reprojected again
+    for tile, shard in ((TILE, first), (east, second)):
+        assert shard.for_tile(tile, 1.0) == ShardLabels([plain], [tile]).for_tile(tile, 1.0)
+    assert first.for_tile(TILE, 1.0)[-1]["tags"] == {"building": "yes"}
+    # Without the flag nothing is kept: a source that clips to the box asked for gets its own
+    # geometry for each shard.
+    clipping = ClippingSource(rows)
+    a, b = ShardLabels([clipping], [TILE]), ShardLabels([clipping], [east])
+    assert a.geoms[list(a.ids).index("w4")] is not b.geoms[list(b.ids).index("w4")]
+    assert not shapely.equals(a.geoms[list(a.ids).index("w4")], b.geoms[list(b.ids).index("w4")])
