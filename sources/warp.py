@@ -219,8 +219,10 @@ def _read_aligned(
     win, ys, xs = part
     inside = out[:, ys, xs]
     ds.read(out=inside, window=win)
-    _, mask = window_mask(ds, win, inside, nodata)
-    ok[ys, xs] = mask > 0
+    if nodata is None and all(MaskFlags.all_valid in f for f in ds.mask_flag_enums):
+        ok[ys, xs] = True  # no nodata, no mask: every pixel read is valid (no mask array)
+    else:
+        ok[ys, xs] = window_mask(ds, win, inside, nodata)[1] > 0
     if not ok.all():
         out[:, ~ok] = 0
     return out, ok
