@@ -59,7 +59,9 @@ class InputChecksums:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sha256", initializer=_lowest_priority
+        )
         self._pending = {k: pool.submit(file_sha256, p) for k, p in self._paths.items()}
         pool.shutdown(wait=False)
 
@@ -76,3 +78,17 @@ class InputChecksums:
         out = dict(self._known)
         out.update({k: f.result() for k, f in self._pending.items()})
         return out
+
+
+def _lowest_priority() -> None:
+    """Run the calling thread at nice 19 (Linux schedules threads one by one): the checksums
+    are for the run record, needed only at the end, so they take the CPU that Ray's start, the
+    early workers and the shards leave idle."""
+    import contextlib
+    import os
+    import threading
+
+    # not Linux: the thread runs at the process's priority
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
