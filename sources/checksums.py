@@ -91,4 +91,3 @@ def _lowest_priority() -> None:
     # not Linux: the thread runs at the process's priority
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
