@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,13 @@ def run_passes(out_dir: Path, name: str, passes: list[tuple[str, dict[str, Any]]
         key = hashlib.sha256((fp + json.dumps(options, sort_keys=True)).encode()).hexdigest()
         if _marker(marker).get("fingerprint") == key and (folder / f"{pass_name}.parquet").exists():
             continue
+        t = time.perf_counter()
         component: CorpusPass = CORPUS_PASSES.build(pass_name, options)
         table = component.run(PassInput(out_dir, name, sidecars))
         _write_atomic_parquet(table, folder / f"{pass_name}.parquet")
         _write_atomic_text(marker, json.dumps({"fingerprint": key, "rows": table.num_rows}))
-        log.info("corpus pass %s: %d rows", pass_name, table.num_rows)
+        log.info("corpus pass %s: %d rows, %.2f s", pass_name, table.num_rows,
+                 time.perf_counter() - t)  # fmt: skip
         ran.append(pass_name)
     return ran
 
