@@ -263,14 +263,12 @@ def run_shards(
     if timings is not None and started:  # a cluster the caller joined was timed there
         timings["ray_start_s"] = time.time() - t
     bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
-    import ray
-
     try:
         services = start_services(ctx.recipe)  # noqa: F841  (held alive while shards run)
         return _dispatch(ctx, plan, queue, early, bar, on_done or (lambda _stats: None))
     except BaseException:
         if started:
-            ray.shutdown()
+            ray_shutdown()
         raise
     finally:
         bar.close()

@@ -66,7 +66,6 @@ class VectorLabelSource:
     """Features of a vector file as labels: ``id``, ``tags`` (its attributes) and ``geometry``."""
 
     Options = VectorOptions
-    fixed_features = True  # the file is read once: an id always has the same tags and geometry
 
     @classmethod
     def from_options(cls, opts: VectorOptions, name: str | None = None) -> VectorLabelSource:
@@ -100,6 +99,9 @@ class VectorLabelSource:
                 f"e.g. `ogr2ogr -a_srs EPSG:4326 fixed.gpkg {self.path}`"
             )
         self.labels = self._to_labels(frame, tag_columns)
+        # Read once, so an id always comes with the same tags and geometry, unless the file's
+        # id column repeats a value: only then may the join keep features by id.
+        self.fixed_features = bool(self.labels["id"].is_unique)
 
     def _to_labels(
         self, frame: gpd.GeoDataFrame, tag_columns: Sequence[str] | None

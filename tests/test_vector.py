@@ -92,3 +92,28 @@ def test_missing_file_and_missing_crs_are_fatal(tmp_path: Path) -> None:
     gpd.GeoDataFrame({"a": [1]}, geometry=[Point(1, 2)]).to_parquet(path)
     with pytest.raises(FatalError, match=r"no_crs\.parquet has no CRS"):
         VectorLabelSource(path)
+
+
+def test_a_file_with_a_repeated_id_is_not_joined_by_id(tmp_path: Path) -> None:
+    """The join keeps features by id for a source with ``fixed_features``; a file whose id
+    column repeats a value must not claim it, or one feature would stand for the other."""
+    from geoweave.builders.join import ShardLabels
+    from geoweave.tile import Tile, transformer
+
+    boxes = [box(24.8800, 60.1800, 24.8805, 60.1802), box(24.8830, 60.1800, 24.8835, 60.1802)]
+
+    def write(path: Path, ids: list[str]) -> Path:
+        gpd.GeoDataFrame({"id": ids, "landuse": ["grass", "forest"]}, geometry=boxes,
+                         crs="EPSG:4326").to_file(path)  # fmt: skip
+        return path
+
+    unique = VectorLabelSource(write(tmp_path / "u.geojson", ["a", "b"]))
+    repeated = VectorLabelSource(write(tmp_path / "r.geojson", ["a", "a"]))
+    assert unique.fixed_features and not repeated.fixed_features
+    crs, to_utm = "EPSG:32635", transformer("EPSG:4326", "EPSG:32635")
+    for source in (unique, repeated):  # one shard over each box: each gets its own feature
+        for b, landuse in zip(boxes, ["grass", "forest"], strict=True):
+            x, y = to_utm.transform(*b.centroid.coords[0])
+            tile = Tile(f"t{x}", "t", crs, 1.0, 16, int(x // 16), int(y // 16))
+            (element,) = ShardLabels([source], [tile]).for_tile(tile, min_pixels=1.0)
+            assert element["tags"] == {"landuse": landuse}
