@@ -22,7 +22,7 @@ from geoweave.builders.plan import Plan
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.services import start_services, uses_ray_services
 from geoweave.builders.shard import BuildContext, run_shard
-from geoweave.builders.worker_state import settle_process
+from geoweave.builders.worker_state import settle_process, warm_up
 from geoweave.builders.writers import complete_stats, shard_stem, stats_path, write_stats
 from geoweave.errors import DISK_FULL, RETRYABLE, FatalError, is_disk_full
 from geoweave.files import temp_name
@@ -147,6 +147,8 @@ def _run_shards_on_node(ctx: BuildContext, plan: Plan, batch: list[int]) -> list
     import ray
 
     node = ray.util.get_node_ip_address()
+    if not batch:  # the first, empty task of a local build (see ``_dispatch``)
+        warm_up(ctx.recipe, ctx.osm_index_dirs)
     out: list[Outcome] = []
     for shard in batch:
         done = complete_stats(ctx.out_dir, ctx.recipe.name, shard)
@@ -344,9 +346,10 @@ def _dispatch(
     pending: dict[Any, list[int]] = {}
     results: list[ShardStats] = []
     t0, tiles_done = time.time(), 0
-    # An empty task: it returns once a Ray worker has imported the shard code and read the
-    # context, and then the early workers stop, so that a build uses about the CPUs it was given
-    # (waiting for a real task's result ran both for up to a task's length).
+    # An empty task: it returns once a Ray worker has imported the shard code, read the context
+    # and opened the sources (``warm_up``), and then the early workers stop, so that a build
+    # uses about the CPUs it was given (waiting for a real task's result ran both for up to a
+    # task's length) and the worker's first shard runs at full speed.
     warm = task.remote(ctx_ref, plan_ref, []) if early is not None else None
     while True:
         while len(pending) < window and (batch := queue.take_many(per_task)):

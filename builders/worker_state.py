@@ -8,15 +8,16 @@ the cyclic garbage collector's sight (``settle_process``).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfig
+from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfig, Recipe
 from geoweave.protocols import ClassRaster, ImagerySource
-from geoweave.registry import IMAGERY_SOURCES, LABEL_SOURCES
+from geoweave.registry import IMAGERY_SOURCES, LABEL_SOURCES, load_plugins
 from geoweave.sources.labels import LabelSource
 
 
@@ -99,3 +100,24 @@ def settle_process() -> None:
         gc.collect()
         gc.freeze()
         _SETTLED_PID = os.getpid()
+
+
+def warm_up(recipe: Recipe, index_dirs: tuple[str, ...]) -> None:
+    """What a worker's first shard would otherwise pay, done before it: the recipe's plugins
+    and the built-in components, the open sources, and pyarrow's first conversion of Python
+    lists (it imports pandas, 0.25-0.3 s). The first Ray task of a local build is empty and
+    runs this while the early workers still run shards. A failure is left for the shards to
+    meet and report."""
+    from geoweave.record import SIDECAR_SCHEMA, to_table
+
+    with contextlib.suppress(Exception):
+        load_plugins(recipe.plugins)
+        import geoweave.builders.components  # noqa: F401  (registers the built-ins)
+
+        for cfg in recipe.imagery:
+            open_imagery(cfg)
+        open_label_sources(index_dirs, recipe.labels)
+        if recipe.labels.landcover:
+            open_landcover(recipe.labels.landcover)
+            open_landcover_by_date(recipe.labels.landcover)
+        to_table([], SIDECAR_SCHEMA)

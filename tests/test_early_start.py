@@ -113,3 +113,37 @@ def test_early_workers_run_at_the_priority_of_ray_workers(
     proc.join(10)
     assert result.get(timeout=5) == max(want, base)
     assert os.nice(0) == base  # the parent is untouched
+
+
+WARM_SCRIPT = """
+import json, sys
+from geoweave.builders.recipe import Recipe
+from geoweave.builders import worker_state as ws
+recipe = Recipe.model_validate(json.loads(sys.argv[1]))
+before = "pandas" in sys.modules
+ws.warm_up(recipe, ())
+print(json.dumps({"pandas_before": before, "pandas_after": "pandas" in sys.modules,
+                  "imagery": ws._imagery.cache_info().currsize}))
+"""
+
+
+def test_the_warm_up_opens_what_a_first_shard_would_and_never_raises(tmp_path: Path) -> None:
+    """The empty first Ray task runs ``warm_up``: the worker's sources are open and pyarrow has
+    imported pandas (0.25 s) before its first shard; a missing input is left to the shard."""
+    import json
+    import subprocess
+    import sys
+
+    image = write_rgb(tmp_path / "scene.tif")
+    recipe = {"name": "w", "imagery": [{"name": "img", "path": str(image), "scale": "none"}],
+              "tiles": {"size_px": 32, "gsd_m": [10]}}  # fmt: skip
+
+    def warm(r: dict) -> dict:
+        res = subprocess.run([sys.executable, "-c", WARM_SCRIPT, json.dumps(r)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+
+    assert warm(recipe) == {"pandas_before": False, "pandas_after": True, "imagery": 1}
+    image.unlink()  # the shard will report it; the warm-up only skips what it cannot open
+    assert warm(recipe)["imagery"] == 0
