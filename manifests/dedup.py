@@ -4,11 +4,13 @@ Every kept sample's sidecar row carries two 64-bit perceptual hashes (``qa/image
 Two samples are near-duplicates when their pHash differ in at most ``max_phash_distance``
 bits and their dHash in at most ``max_dhash_distance`` bits.
 
-No pair is compared unless it can match (multi-index hashing, all in DuckDB): the pHash is cut
-into 4 bands of 16 bits. Two hashes within distance r <= 11 have, by the pigeonhole
-principle, a band that differs in at most t = r // 4 bits; so each band value is expanded to
-every value within t bits of it (1, 17 or 137 values) and joined on equal (band, value). The
-full distances of those candidates are then computed (``bit_count(xor(a, b))``).
+No pair is compared unless it can match (multi-index hashing): the pHash is cut into 4 bands
+of 16 bits. Two hashes within distance r <= 11 have, by the pigeonhole principle, a band that
+differs in at most t = r // 4 bits; so each band value is expanded to every value within t
+bits of it (1, 17 or 137 values) and matched with the samples of equal (band, value). The full
+distances of those candidates are then computed (popcount of the XOR). DuckDB reads the
+sidecars and numbers the samples by key; the two hashes of each sample (16 bytes) come into
+numpy for the search; keys and label counts are fetched only for the samples in a pair.
 
 Near-duplicate pairs are grouped (connected components). Each group keeps one sample: the one
 with the most label elements (the most text to learn from), then the smallest key. The
@@ -62,29 +64,64 @@ def masks(bits: int, within: int) -> np.ndarray:
     return values[ones <= within]
 
 
-def near_pairs(con: duckdb.DuckDBPyConnection, opts: DedupOptions) -> pa.Table:
-    """(a, b, dp, dd) for every near-duplicate pair of table ``h(id, phash, dhash)``, a < b.
-    One band at a time; each candidate's distances are computed inside the join that finds
-    it, so only true pairs are kept (never the candidates: they grow with the square of the
-    corpus, 47M for 300k random hashes, 520M for 1M)."""
+def near_pairs(phash: np.ndarray, dhash: np.ndarray, opts: DedupOptions) -> pa.Table:
+    """(a, b, dp, dd) for every near-duplicate pair among samples ``0 .. n - 1`` (int64
+    hashes by sample id), a < b, sorted. Per band, the samples are counted by band value
+    (a table of 65,536), so each probe's candidates are a slice of the samples sorted by band:
+    no join and no search. Candidates are checked as they are made, a chunk of probes at a
+    time, so only true pairs are kept (never the candidates: they grow with the square of the
+    corpus, 47M for 300k random hashes, 520M for 1M). Measured against the earlier DuckDB
+    join: 0.10 against 0.29 s for 36,864 samples, 0.42 against 0.69 s for 100k, 3.2 against
+    4.5 s for 300k, the same pairs."""
+    ph, dh = phash.view(np.uint64), dhash.view(np.uint64)
+    n = len(ph)
     flips = masks(BAND_BITS, opts.max_phash_distance // BANDS)
-    con.register("flips", pa.table({"m": flips}))
-    con.execute("CREATE TEMP TABLE pairs (a BIGINT, b BIGINT, dp INTEGER, dd INTEGER)")
+    chunk = max(1024, CANDIDATES * 2**BAND_BITS // max(n, 1))  # about CANDIDATES per flip
+    found: list[tuple[np.ndarray, ...]] = []
     for band in range(BANDS):
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE band AS
-            SELECT id, (phash >> {BAND_BITS * band}) & {2**BAND_BITS - 1} AS v, phash, dhash
-            FROM h"""
-        )
-        con.execute(
-            """INSERT INTO pairs
-            SELECT x.id, y.id, bit_count(xor(x.phash, y.phash)), bit_count(xor(x.dhash, y.dhash))
-            FROM (SELECT id, xor(v, m) AS v, phash, dhash FROM band, flips) x
-            JOIN band y ON x.v = y.v AND x.id < y.id
-            WHERE bit_count(xor(x.phash, y.phash)) <= ? AND bit_count(xor(x.dhash, y.dhash)) <= ?""",
-            [opts.max_phash_distance, opts.max_dhash_distance],
-        )
-    return con.execute("SELECT DISTINCT a, b, dp, dd FROM pairs ORDER BY a, b").to_arrow_table()
+        v = ((ph >> np.uint64(BAND_BITS * band)) & np.uint64(2**BAND_BITS - 1)).astype(np.int64)
+        order = np.argsort(v, kind="stable")
+        count = np.bincount(v, minlength=2**BAND_BITS)
+        first = np.cumsum(count) - count  # where each band value starts in ``order``
+        for start in range(0, n, chunk):
+            probe = np.arange(start, min(start + chunk, n))
+            for m in flips:
+                # A pair whose band values differ by m != 0 is met from both sides: only the
+                # side with the smaller value probes. Equal values (m = 0) keep x < y below.
+                side = probe if m == 0 else probe[v[probe] < v[probe] ^ m]
+                found.append(_checked(side, v[side] ^ m, count, first, order, ph, dh, opts))
+    if not found:  # no kept sample with hashes
+        found.append((np.empty(0, np.int64),) * 2 + (np.empty(0, np.int32),) * 2)
+    a, b, dp, dd = (np.concatenate([f[k] for f in found]) for k in range(4))
+    _, unique = np.unique(a * n + b, return_index=True)  # a pair found in two bands: once
+    return pa.table({"a": a[unique], "b": b[unique], "dp": dp[unique], "dd": dd[unique]})
+
+
+CANDIDATES = 2_000_000  # candidate pairs made at once (a few arrays of this many int64)
+
+
+def _checked(
+    probe: np.ndarray,
+    q: np.ndarray,
+    count: np.ndarray,
+    first: np.ndarray,
+    order: np.ndarray,
+    ph: np.ndarray,
+    dh: np.ndarray,
+    opts: DedupOptions,
+) -> tuple[np.ndarray, ...]:
+    """The pairs (probe, sample whose band value is ``q``) within both distances."""
+    counts = count[q]
+    x = np.repeat(probe, counts)
+    pos = np.arange(len(x)) - np.repeat(np.cumsum(counts) - counts - first[q], counts)
+    y = order[pos]
+    dp = np.bitwise_count(ph[x] ^ ph[y])
+    near = (dp <= opts.max_phash_distance) & (x != y)  # most candidates end here
+    x, y, dp = x[near], y[near], dp[near]
+    dd = np.bitwise_count(dh[x] ^ dh[y])
+    ok = dd <= opts.max_dhash_distance
+    a, b = np.minimum(x[ok], y[ok]), np.maximum(x[ok], y[ok])
+    return a, b, dp[ok].astype(np.int32), dd[ok].astype(np.int32)
 
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -144,7 +181,8 @@ class NearDuplicatesPass:
                 [list(inputs.sidecars)],
                 inputs.sidecars,
             )
-            pairs = near_pairs(con, self.opts)
+            hashes = con.execute("SELECT phash, dhash FROM h ORDER BY id").fetchnumpy()
+            pairs = near_pairs(hashes["phash"], hashes["dhash"], self.opts)
             rows = _members(con, pairs)
         finally:
             con.close()

@@ -207,3 +207,30 @@ def test_hashes_from_box_sums_equal_hashes_from_area_means() -> None:
     odd = rng.integers(0, 256, (100, 100, 3), np.uint8)
     assert image_hashes(odd) == hashes_of_grey(grey_sum(odd))
     assert image_hashes(odd) != image_hashes(rng.integers(0, 256, (100, 100, 3), np.uint8))
+
+
+@pytest.mark.parametrize("candidates", [10, 2_000_000])  # several chunks of probes, or one
+def test_near_pairs_equal_every_pair_compared(
+    monkeypatch: pytest.MonkeyPatch, candidates: int
+) -> None:
+    """The banded search returns exactly the pairs an all-pairs comparison finds, each once,
+    sorted, with both distances; and nothing for no samples."""
+    import geoweave.manifests.dedup as dedup
+
+    monkeypatch.setattr(dedup, "CANDIDATES", candidates)
+    rng = np.random.default_rng(7)
+    ph = rng.integers(-(2**63), 2**63 - 1, size=3000, dtype=np.int64)
+    dh = rng.integers(-(2**63), 2**63 - 1, size=3000, dtype=np.int64)
+    for i in range(0, 600, 2):  # planted: pHash 0-9 bits apart, dHash 0-12 bits apart
+        ph[i + 1] = ph[i] ^ np.int64(int(rng.integers(0, 2**10)))
+        dh[i + 1] = dh[i] ^ np.int64(int(rng.integers(0, 2**12)))
+    opts = DedupOptions(max_phash_distance=7, max_dhash_distance=10)
+    u, v = ph.view(np.uint64), dh.view(np.uint64)
+    dp = np.bitwise_count(u[:, None] ^ u[None, :])
+    dd = np.bitwise_count(v[:, None] ^ v[None, :])
+    a, b = np.nonzero(np.triu((dp <= 7) & (dd <= 10), k=1))
+    got = dedup.near_pairs(ph, dh, opts)
+    assert got["a"].to_pylist() == a.tolist() and got["b"].to_pylist() == b.tolist()
+    assert got["dp"].to_pylist() == dp[a, b].tolist() and got["dd"].to_pylist() == dd[a, b].tolist()
+    assert len(a) > 150  # the planted pairs within both distances, and any chance ones
+    assert dedup.near_pairs(ph[:0], dh[:0], opts).num_rows == 0
