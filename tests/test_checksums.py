@@ -30,7 +30,9 @@ def test_checksums_are_the_files_sha256_and_known_ones_are_kept(tmp_path: Path) 
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
-def test_the_hashing_thread_runs_at_nice_19_and_the_process_does_not(tmp_path: Path) -> None:
+def test_the_hashing_thread_runs_at_nice_19_and_the_process_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The checksums are needed only at the end of a build: Ray's start, the early workers
     and the shards come first."""
     import geoweave.sources.checksums as checksums
@@ -42,13 +44,10 @@ def test_the_hashing_thread_runs_at_nice_19_and_the_process_does_not(tmp_path: P
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return original(path, chunk)
 
-    checksums.file_sha256 = spy  # type: ignore[assignment]
-    try:
-        (tmp_path / "x").write_bytes(b"x")
-        inputs = InputChecksums()
-        inputs.hash(tmp_path / "x")
-        inputs.result()
-    finally:
-        checksums.file_sha256 = original
+    monkeypatch.setattr(checksums, "file_sha256", spy)
+    (tmp_path / "x").write_bytes(b"x")
+    inputs = InputChecksums()
+    inputs.hash(tmp_path / "x")
+    assert inputs.result() == {str(tmp_path / "x"): hashlib.sha256(b"x").hexdigest()}
     assert seen == [19]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == os.nice(0)
