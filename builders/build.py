@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geoweave.builders.executor import RayStopper, init_ray, ray_shutdown, run_shards
+from geoweave.builders.executor import run_shards
 from geoweave.builders.outdir import (
     OutputLock,
     check_output_dir,
@@ -31,6 +31,7 @@ from geoweave.builders.outdir import (
 )
 from geoweave.builders.plan import plan_tiles
 from geoweave.builders.plan_file import Plan
+from geoweave.builders.ray_start import RayStopper, init_ray, ray_shutdown
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext
 from geoweave.builders.worker_state import (
