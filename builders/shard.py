@@ -25,25 +25,14 @@ from typing import Any
 from geoweave.builders.encode import encode_geotiff, encode_jpeg
 from geoweave.builders.join import ShardLabels
 from geoweave.builders.recipe import Recipe
-from geoweave.builders.worker_state import (
-    label_licenses,
-    open_imagery,
-    open_label_sources,
-    open_landcover,
-    open_landcover_by_date,
-)
+from geoweave.builders.worker_state import label_licenses, open_sources
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import ShardError
 from geoweave.protocols import Filter, TileDescription
 from geoweave.qa.image_hash import hashes_of_grey
 from geoweave.qa.pixels import grey_sum_of
 from geoweave.record import Sample, is_upsampled
-from geoweave.registry import (
-    CAPTIONERS,
-    FILTERS,
-    QUESTION_GENERATORS,
-    load_plugins,
-)
+from geoweave.registry import CAPTIONERS, FILTERS, QUESTION_GENERATORS
 from geoweave.sources.landcover import nearest_date
 from geoweave.stats import ShardStats
 from geoweave.tile import Tile
@@ -102,17 +91,12 @@ class ShardPipeline:
 
     def __init__(self, ctx: BuildContext, tiles: Sequence[Tile]) -> None:
         r = ctx.recipe
-        load_plugins(r.plugins)  # a worker process starts without the recipe's plugins
-        import geoweave.builders.components  # noqa: F401  (registers the built-ins)
-
         self.recipe = r
         self.osm_snapshot = ctx.osm_snapshot
-        self.imagery = {c.name: (c, open_imagery(c)) for c in r.imagery}
-        self.labels_sources = open_label_sources(ctx.osm_index_dirs, r.labels)
+        sources = open_sources(r, ctx.osm_index_dirs)
+        self.imagery, self.labels_sources = sources.imagery, sources.labels
         self.labels = ShardLabels(self.labels_sources, tiles)
-        lc = r.labels.landcover
-        self.landcover = open_landcover(lc) if lc else None
-        self.landcover_by_date = open_landcover_by_date(lc) if lc else {}
+        self.landcover, self.landcover_by_date = sources.landcover, sources.landcover_by_date
         self.captioner = CAPTIONERS.build(r.captions.name, r.captions.options, r.seed)
         q = r.questions
         self.questions = QUESTION_GENERATORS.build(q.name, q.options, r.seed) if q.enabled else None

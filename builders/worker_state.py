@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfig, Recipe
 from geoweave.protocols import ClassRaster, ImagerySource
@@ -102,22 +103,38 @@ def settle_process() -> None:
         _SETTLED_PID = os.getpid()
 
 
+class WorkerSources(NamedTuple):
+    """What a shard reads from, as this process keeps it open: each imagery source with its
+    recipe entry by name, the label sources, the land cover and its rasters by date."""
+
+    imagery: dict[str, tuple[ImageryConfig, ImagerySource]]
+    labels: list[LabelSource]
+    landcover: ClassRaster | None
+    landcover_by_date: dict[str, ClassRaster]
+
+
+def open_sources(recipe: Recipe, index_dirs: tuple[str, ...]) -> WorkerSources:
+    """The recipe's plugins and the built-in components loaded, and every source open (once
+    per process: the ``open_*`` functions cache)."""
+    load_plugins(recipe.plugins)  # a worker process starts without the recipe's plugins
+    import geoweave.builders.components  # noqa: F401  (registers the built-ins)
+
+    lc = recipe.labels.landcover
+    return WorkerSources(
+        {c.name: (c, open_imagery(c)) for c in recipe.imagery},
+        open_label_sources(index_dirs, recipe.labels),
+        open_landcover(lc) if lc else None,
+        open_landcover_by_date(lc) if lc else {},
+    )
+
+
 def warm_up(recipe: Recipe, index_dirs: tuple[str, ...]) -> None:
-    """What a worker's first shard would otherwise pay, done before it: the recipe's plugins
-    and the built-in components, the open sources, and pyarrow's first conversion of Python
-    lists (it imports pandas, 0.25-0.3 s). The first Ray task of a local build is empty and
-    runs this while the early workers still run shards. A failure is left for the shards to
-    meet and report."""
+    """What a worker's first shard would otherwise pay, done before it: ``open_sources`` and
+    pyarrow's first conversion of Python lists (it imports pandas, 0.25-0.3 s). The first Ray
+    task of a local build is empty and runs this while the early workers still run shards. A
+    failure is left for the shards to meet and report."""
     from geoweave.record import SIDECAR_SCHEMA, to_table
 
     with contextlib.suppress(Exception):
-        load_plugins(recipe.plugins)
-        import geoweave.builders.components  # noqa: F401  (registers the built-ins)
-
-        for cfg in recipe.imagery:
-            open_imagery(cfg)
-        open_label_sources(index_dirs, recipe.labels)
-        if recipe.labels.landcover:
-            open_landcover(recipe.labels.landcover)
-            open_landcover_by_date(recipe.labels.landcover)
+        open_sources(recipe, index_dirs)
         to_table([], SIDECAR_SCHEMA)
