@@ -88,11 +88,13 @@ def near_pairs(phash: np.ndarray, dhash: np.ndarray, opts: DedupOptions) -> pa.T
         first = np.cumsum(count) - count  # where each band value starts in ``order``
         for start in range(0, n, chunk):
             probe = np.arange(start, min(start + chunk, n))
+            pv = v[probe]
             for m in flips:
                 # A pair whose band values differ by m != 0 is met from both sides: only the
                 # side with the smaller value probes. Equal values (m = 0) keep x < y below.
-                side = probe if m == 0 else probe[v[probe] < v[probe] ^ m]
-                found.append(_checked(side, v[side] ^ m, count, first, order, ph, dh, opts))
+                q = pv ^ m
+                side = slice(None) if m == 0 else q > pv
+                found.append(_checked(probe[side], q[side], count, first, order, ph, dh, opts))
     if not found:  # no kept sample with hashes
         found.append((np.empty(0, np.int64),) * 2 + (np.empty(0, np.int32),) * 2)
     a, b, dp, dd = (np.concatenate([f[k] for f in found]) for k in range(4))

@@ -49,13 +49,16 @@ def histograms(con: duckdb.DuckDBPyConnection) -> list[Histogram]:
     parts = [f"SELECT {g!r} g, v FROM ({sql})" for g, _unit, sql in series] + [scores]
     units = {g: unit for g, unit, _sql in series}
     return [
-        Histogram(g[3:], units.get(g, "score"), h.edges, h.counts, h.integer)
-        for g, h in binned(con, " UNION ALL ".join(parts)).items()
+        Histogram(g[3:], units.get(g, "score"), edges, counts, integer)
+        for g, (edges, counts, integer) in binned(con, " UNION ALL ".join(parts)).items()
     ]
 
 
-def binned(con: duckdb.DuckDBPyConnection, values: str) -> dict[str, Histogram]:
-    """Histograms of ``values`` (SQL with columns ``g``, ``v``), one per ``g`` in the order
+Bins = tuple[list[float], list[int], bool]  # edges, counts, whether one whole number per bin
+
+
+def binned(con: duckdb.DuckDBPyConnection, values: str) -> dict[str, Bins]:
+    """The bins of ``values`` (SQL with columns ``g``, ``v``), one set per ``g`` in the order
     of ``g``, in two queries: whole numbers spanning at most ``BINS`` get one bin each,
     anything else ``BINS`` equal bins (one bin when every value is equal). NaN and infinite
     values are left out."""
@@ -69,7 +72,7 @@ def binned(con: duckdb.DuckDBPyConnection, values: str) -> dict[str, Histogram]:
         con.execute("DROP TABLE histogram_values")
 
 
-def _bin(con: duckdb.DuckDBPyConnection) -> dict[str, Histogram]:
+def _bin(con: duckdb.DuckDBPyConnection) -> dict[str, Bins]:
     ranges = con.execute(
         "SELECT g, min(v), max(v), bool_and(v = floor(v)) FROM histogram_values "
         "GROUP BY g ORDER BY g"
@@ -93,7 +96,7 @@ def _bin(con: duckdb.DuckDBPyConnection) -> dict[str, Histogram]:
         con.unregister("histogram_bins")
     found = {(g, b): int(n) for g, b, n in counts}
     return {
-        g: Histogram(g, "", e, [found.get((g, i), 0) for i in range(len(e) - 1)], integer)
+        g: (e, [found.get((g, i), 0) for i in range(len(e) - 1)], integer)
         for g, (e, integer) in edges.items()
     }
 
