@@ -147,11 +147,16 @@ def entry() -> None:
     object of a build's driver (Ray's core worker, Arrow, DuckDB) took 0.3-0.4 s after the
     work was done; every file is closed and renamed by then."""
     code = main()
+    _flush()  # what the build printed is out even if an exit function ends the process
     atexit._run_exitfuncs()
+    _flush()
+    os._exit(code)
+
+
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said
             stream.flush()
-    os._exit(code)
 
 
 def _error(message: str, debug: bool) -> None:

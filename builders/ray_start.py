@@ -5,6 +5,7 @@ executor: Ray is imported in these two modules only (STYLE.md 6)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -116,6 +117,7 @@ def _http2_reply(sock: socket.socket, timeout: float) -> bytes:
 def ray_shutdown() -> None:
     import ray
 
+    gc.collect()  # see RayStopper
     ray.shutdown()
 
 
@@ -139,7 +141,13 @@ def _kill_autoscaler_monitor() -> None:
 class RayStopper:
     """Shut down the local Ray that ``run_shards`` started, on a thread, so the corpus passes
     and the manifest (which need no Ray) run meanwhile: ``ray.shutdown`` waits about a second
-    for Ray's processes to exit."""
+    for Ray's processes to exit.
+
+    Cyclic garbage is collected first, on the caller's thread: a failed ``ray.get`` (a worker
+    that died) leaves its object reference in a reference cycle, and a reference freed by a
+    collection while the shutdown runs makes Ray's core worker end the process at once ("the
+    language frontend accesses the Ray's worker after it is shutdown"), before the build's
+    summary is printed."""
 
     def __init__(self, started_here: bool = True) -> None:
         import ray
@@ -147,6 +155,7 @@ class RayStopper:
         self.seconds = 0.0
         self._thread: threading.Thread | None = None
         if started_here and ray.is_initialized():  # a Ray the caller started stays up
+            gc.collect()
             self._thread = threading.Thread(target=self._stop, name="ray-shutdown")
             self._thread.start()
 
