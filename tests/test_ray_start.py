@@ -11,7 +11,7 @@ from geoweave.builders.ray_start import RayStopper
 def _refs() -> int:
     import ray
 
-    return sum(isinstance(o, ray.ObjectRef) for o in gc.get_objects())
+    return sum(type(o) is ray.ObjectRef for o in gc.get_objects())  # no attribute lookups
 
 
 def _get_failed(ref: object) -> str:
