@@ -10,6 +10,7 @@ import contextlib
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -99,12 +100,8 @@ def _collect(
 
     A task out of retries failed on its first incomplete shard, which had every attempt: that
     shard is recorded failed; the batch's shards after it never ran and go back to the queue."""
-    import ray
-
-    try:
-        outcomes: list[Outcome] = ray.get(ref)
-    except Exception as e:
-        msg = plain_error(e)
+    outcomes, msg = task_result(ref)
+    if msg is not None:
         done = {s: complete_stats(ctx.out_dir, ctx.recipe.name, s) for s in batch}
         todo = [s for s in batch if done[s] is None]
         for s in reversed(todo[1:]):
@@ -112,6 +109,25 @@ def _collect(
         stats = [d for d in done.values() if d is not None]
         return stats + ([_failed(ctx, plan, todo[0], msg)] if todo else [])
     return [o if isinstance(o, ShardStats) else _failed(ctx, plan, *o) for o in outcomes]
+
+
+def task_result(ref: Any) -> tuple[list[Outcome], str | None]:
+    """A finished task's outcomes, or its error as plain text.
+
+    The error's frames are cleared: the frames of a failed ``ray.get`` and its exception form
+    a reference cycle that holds ``ref``, and a reference freed by the cyclic collector while
+    Ray shuts down on ``RayStopper``'s thread makes Ray end the process at once."""
+    import ray
+
+    try:
+        return ray.get(ref), None
+    except Exception as e:
+        msg = plain_error(e)
+        seen: BaseException | None = e
+        while seen is not None:  # the exception, its cause and its context
+            traceback.clear_frames(seen.__traceback__)
+            seen = seen.__cause__ or seen.__context__
+        return [], msg
 
 
 def _failed(ctx: BuildContext, plan: Plan, shard: int, msg: str) -> ShardStats:

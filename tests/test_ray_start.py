@@ -1,10 +1,15 @@
-"""Stopping a local Ray on a thread while the driver goes on (``RayStopper``)."""
+"""Stopping a local Ray on a thread while the driver goes on (``RayStopper``), and what the
+driver keeps of a failed task (``task_result``)."""
 
 from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
 
+import pytest
+
+from geoweave.builders.executor import task_result
 from geoweave.builders.ray_start import RayStopper
 
 
@@ -24,22 +29,46 @@ def _get_failed(ref: object) -> str:
     return "no error"
 
 
-def test_stopper_frees_a_crashed_tasks_reference_before_ray_stops() -> None:
-    """A ``ray.get`` of a task whose worker died leaves the task's reference in cyclic
-    garbage. Freed by a collection while Ray shuts down on the stopper's thread, it made Ray
-    end the driver at once (the build's summary lost, seen in CI): the stopper collects
-    first, on the caller's thread."""
+@pytest.fixture
+def local_ray() -> Iterator[None]:
+    """A one-CPU Ray in this process, with the cyclic collector off: only the code under test
+    may collect."""
     import ray
 
     ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.2")
-    gc.disable()  # only the stopper may collect here
+    gc.disable()
     try:
-        crash = ray.remote(max_retries=0)(lambda: os._exit(3))
-        assert _get_failed(crash.remote()) == "WorkerCrashedError"
-        assert _refs() == 1  # unreachable, waiting for the collector
-        stopper = RayStopper()
-        assert _refs() == 0  # freed before the shutdown thread started
-        assert stopper.join() > 0 and not ray.is_initialized()
+        yield
     finally:
         gc.enable()
         ray.shutdown()
+
+
+def test_a_crashed_tasks_reference_is_freed_with_its_error(local_ray: None) -> None:
+    """A plain ``ray.get`` of a task whose worker died leaves the task's reference in cyclic
+    garbage (the exception's frames hold it). Freed by a collection while Ray shut down on
+    the stopper's thread, it made Ray end the driver at once, the build's summary unprinted
+    (seen in CI). ``task_result`` frees it at once and returns the error as text."""
+    import ray
+
+    crash = ray.remote(max_retries=0)(lambda: os._exit(3))  # the worker dies
+    assert _get_failed(crash.remote()) == "WorkerCrashedError"
+    assert _refs() == 1  # unreachable, waiting for the collector
+    gc.collect()
+    outcomes, msg = task_result(crash.remote())
+    assert outcomes == [] and msg is not None and "worker" in msg.lower()
+    assert _refs() == 0  # nothing left for a collection during the shutdown
+
+
+def test_stopper_collects_before_ray_stops(local_ray: None) -> None:
+    """Any other reference in cyclic garbage is collected by the stopper's thread before it
+    shuts Ray down (the caller's collections afterwards find none)."""
+    import ray
+
+    holder: list[object] = [ray.put(1)]
+    holder.append(holder)  # a reference cycle holding the reference
+    del holder
+    assert _refs() == 1
+    stopper = RayStopper()
+    assert stopper.join() > 0 and not ray.is_initialized()
+    assert _refs() == 0  # the collector is off here: the stopper collected it
