@@ -54,6 +54,7 @@ def histograms(con: duckdb.DuckDBPyConnection) -> list[Histogram]:
     ]
 
 
+FINITE = "v IS NOT NULL AND isfinite(v)"
 Bins = tuple[list[float], list[int], bool]  # edges, counts, whether one whole number per bin
 
 
@@ -62,10 +63,9 @@ def binned(con: duckdb.DuckDBPyConnection, values: str) -> dict[str, Bins]:
     of ``g``, in two queries: whole numbers spanning at most ``BINS`` get one bin each,
     anything else ``BINS`` equal bins (one bin when every value is equal). NaN and infinite
     values are left out."""
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE histogram_values AS "
-        f"SELECT g, v FROM ({values}) WHERE v IS NOT NULL AND isfinite(v)"
-    )  # read once (the captions' words take most of the time), binned twice
+    # Read once (the captions' words take most of the time), binned twice; the finite values
+    # are picked there: that filter over the union took as long as the union (0.1 s, 36k tiles).
+    con.execute(f"CREATE OR REPLACE TEMP TABLE histogram_values AS SELECT g, v FROM ({values})")
     try:
         return _bin(con)
     finally:
@@ -74,7 +74,7 @@ def binned(con: duckdb.DuckDBPyConnection, values: str) -> dict[str, Bins]:
 
 def _bin(con: duckdb.DuckDBPyConnection) -> dict[str, Bins]:
     ranges = con.execute(
-        "SELECT g, min(v), max(v), bool_and(v = floor(v)) FROM histogram_values "
+        f"SELECT g, min(v), max(v), bool_and(v = floor(v)) FROM histogram_values WHERE {FINITE} "
         "GROUP BY g ORDER BY g"
     ).fetchall()
     if not ranges:
@@ -90,7 +90,7 @@ def _bin(con: duckdb.DuckDBPyConnection) -> dict[str, Bins]:
     try:
         counts = con.execute(
             "SELECT g, least(floor((v - lo) / width)::BIGINT, top) b, count(*) "
-            "FROM histogram_values JOIN histogram_bins USING (g) GROUP BY ALL"
+            f"FROM histogram_values JOIN histogram_bins USING (g) WHERE {FINITE} GROUP BY ALL"
         ).fetchall()
     finally:
         con.unregister("histogram_bins")

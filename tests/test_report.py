@@ -407,3 +407,25 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_build(
     assert re.search(r"the report could not be written \(\w+Error", res.stderr)
     assert "resume: 13 shards complete already" in res.stderr
     assert not list(out.glob("*.tmp-*"))
+
+
+def test_histogram_bins_leave_out_nan_infinite_and_null_values() -> None:
+    """Whole numbers spanning at most 20 get a bin each, other values 20 equal bins; NaN,
+    infinities and NULL are in no bin (and set no edge)."""
+    import duckdb
+
+    from geoweave.manifests.report_stats import binned
+
+    con = duckdb.connect()
+    values = (
+        "SELECT * FROM (VALUES ('a', 1.0), ('a', 2.0), ('a', 2.0), ('a', 'nan'::DOUBLE), "
+        "('b', 0.0), ('b', 0.5), ('b', 10.0), ('b', 'inf'::DOUBLE), ('b', NULL), "
+        "('c', '-inf'::DOUBLE)) t(g, v)"
+    )
+    bins = binned(con, values)
+    assert list(bins) == ["a", "b"]  # "c" has no finite value
+    assert bins["a"] == ([0.5, 1.5, 2.5], [1, 2], True)
+    edges, counts, integer = bins["b"]
+    assert not integer and len(counts) == 20 and edges[0] == 0.0 and edges[-1] == 10.0
+    assert counts[0] == counts[1] == counts[-1] == 1 and sum(counts) == 3  # width 0.5
+    assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone() == (0,)  # dropped
