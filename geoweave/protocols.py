@@ -17,6 +17,7 @@ from geoweave.record import Caption, LabelElement, QAPair, Sample, is_upsampled
 from geoweave.tile import BBox, Tile
 
 if TYPE_CHECKING:
+    import duckdb
     import geopandas as gpd
     import pyarrow as pa
     from shapely.geometry.base import BaseGeometry
@@ -152,11 +153,16 @@ class Filter(Protocol):
 
 @dataclass(frozen=True)
 class PassInput:
-    """What a corpus pass reads: the shard sidecars of a build (never the tars)."""
+    """What a corpus pass reads: the shard sidecars of a build (never the tars).
+
+    ``rows``, when set, is a DuckDB connection whose table ``samples`` holds exactly the rows
+    of ``sidecars`` (the manifest's, loaded while the shards ran): ``sidecar_connection`` in
+    ``manifests/passes.py`` reads it instead of the files. A pass must not change it."""
 
     out_dir: Path
     name: str
     sidecars: tuple[str, ...]
+    rows: duckdb.DuckDBPyConnection | None = field(default=None, compare=False, repr=False)
 
 
 class CorpusPass(Protocol):

@@ -30,8 +30,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from geoweave.manifests import sidecar_sql
-from geoweave.manifests.duck import connect
+from geoweave.manifests.passes import sidecar_connection
 from geoweave.protocols import PassInput
 from geoweave.registry import CORPUS_PASSES
 
@@ -171,23 +170,18 @@ class NearDuplicatesPass:
     def run(self, inputs: PassInput) -> pa.Table:
         if not inputs.sidecars:
             return SCHEMA.empty_table()
-        con = connect()
-        try:
-            sidecar_sql.execute(
-                con,
+        with sidecar_connection(inputs) as (con, run):
+            run(
                 """CREATE TEMP TABLE h AS
                 SELECT (row_number() OVER (ORDER BY key) - 1)::BIGINT AS id, key, phash,
                        dhash, len(osm) AS labels
                 FROM read_parquet(?, union_by_name = true)
                 WHERE status = 'kept' AND phash IS NOT NULL""",
                 [list(inputs.sidecars)],
-                inputs.sidecars,
             )
             hashes = con.execute("SELECT phash, dhash FROM h ORDER BY id").fetchnumpy()
             pairs = near_pairs(hashes["phash"], hashes["dhash"], self.opts)
             rows = _members(con, pairs)
-        finally:
-            con.close()
         return self._groups(rows, pairs)
 
     def _groups(self, rows: dict[int, tuple[Any, ...]], pairs: pa.Table) -> pa.Table:

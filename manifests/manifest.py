@@ -228,8 +228,10 @@ class ManifestBuilder:
             self._thread.join()
             self._thread = None
 
-    def finish(self) -> Path:
-        """Load the remaining sidecars, write the other tables, rename into place."""
+    def sidecar_rows(self) -> duckdb.DuckDBPyConnection:
+        """The connection whose table ``samples`` holds every sidecar on disk, loaded now if
+        it was not yet (the corpus passes read it: ``PassInput.rows``); the other tables are
+        written by ``finish``."""
         self._join()
         if self._error is not None:  # the loader failed: start over from the files
             log.warning("reloading the manifest's sidecars: %s", self._error)
@@ -241,7 +243,16 @@ class ManifestBuilder:
             ) - set(on_disk):
                 self.abort()  # a loaded sidecar changed: reload everything
             self._load([Path(p) for p in on_disk])
-            _write_tables(self._connect(), self.out_dir, self.name)
+            return self._connect()
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self) -> Path:
+        """Load the remaining sidecars, write the other tables, rename into place."""
+        con = self.sidecar_rows()
+        try:
+            _write_tables(con, self.out_dir, self.name)
         except BaseException:
             self.abort()
             raise

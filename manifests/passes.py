@@ -13,9 +13,13 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -37,8 +41,15 @@ def fingerprint(out_dir: Path, name: str) -> str:
     return h.hexdigest()
 
 
-def run_passes(out_dir: Path, name: str, passes: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Run each pass whose input changed since its last run; returns the names that ran."""
+def run_passes(
+    out_dir: Path,
+    name: str,
+    passes: list[tuple[str, dict[str, Any]]],
+    rows: duckdb.DuckDBPyConnection | None = None,
+) -> list[str]:
+    """Run each pass whose input changed since its last run; returns the names that ran.
+
+    ``rows``: a connection whose table ``samples`` holds the sidecars' rows (``PassInput``)."""
     folder = out_dir / PASSES_DIR
     folder.mkdir(exist_ok=True)
     fp = fingerprint(out_dir, name)
@@ -52,7 +63,7 @@ def run_passes(out_dir: Path, name: str, passes: list[tuple[str, dict[str, Any]]
             continue
         t = time.perf_counter()
         component: CorpusPass = CORPUS_PASSES.build(pass_name, options)
-        table = component.run(PassInput(out_dir, name, sidecars))
+        table = component.run(PassInput(out_dir, name, sidecars, rows))
         _write_atomic_parquet(table, folder / f"{pass_name}.parquet")
         _write_atomic_text(marker, json.dumps({"fingerprint": key, "rows": table.num_rows}))
         log.info("corpus pass %s: %d rows, %.2f s", pass_name, table.num_rows,
@@ -86,17 +97,41 @@ def _write_atomic_text(path: Path, text: str) -> None:
     write_text(path, text)
 
 
+Run = Callable[[str, list[Any]], duckdb.DuckDBPyConnection]
+
+
+@contextmanager
+def sidecar_connection(inputs: PassInput) -> Iterator[tuple[duckdb.DuckDBPyConnection, Run]]:
+    """A connection of the pass's own and ``run(sql, params)``, which executes ``sql`` with
+    each ``read_parquet(?, union_by_name = true)`` (``sidecar_sql.UNION``, its parameter the
+    sidecar list) reading the sidecars' rows: from ``inputs.rows`` when the manifest loaded
+    them already (measured on 144 sidecars: the statistics pass's query 0.14 -> 0.02 s), else
+    from the files."""
+    if inputs.rows is not None:
+        con = inputs.rows.cursor()  # temporary tables and views stay the pass's own
+        run: Run = partial(sidecar_sql.execute_loaded, con)
+    else:
+        con = connect()
+        run = partial(_execute_files, con, inputs.sidecars)
+    try:
+        yield con, run
+    finally:
+        con.close()
+
+
+def _execute_files(
+    con: duckdb.DuckDBPyConnection, sidecars: tuple[str, ...], sql: str, params: list[Any]
+) -> duckdb.DuckDBPyConnection:
+    return sidecar_sql.execute(con, sql, params, sidecars)
+
+
 def sidecar_query(inputs: PassInput, sql: str, params: list[Any], schema: pa.Schema) -> pa.Table:
     """``sql`` over the build's sidecars (its first parameter; ``params`` follow) as a table of
     ``schema``; empty when there is no sidecar."""
     if not inputs.sidecars:
         return schema.empty_table()
-    con = connect()
-    try:
-        sidecars = list(inputs.sidecars)
-        table = sidecar_sql.execute(con, sql, [sidecars, *params], sidecars).to_arrow_table()
-    finally:
-        con.close()
+    with sidecar_connection(inputs) as (_con, run):
+        table = run(sql, [list(inputs.sidecars), *params]).to_arrow_table()
     return table.cast(schema)
 
 

@@ -24,6 +24,8 @@ log = logging.getLogger("geoweave")
 
 UNION = "read_parquet(?, union_by_name = true)"  # what a query over sidecars writes
 PLAIN = "read_parquet(?)"
+LOADED = "sidecar_rows(?)"  # the same rows, loaded in a table ``samples`` already
+LOADED_MACRO = "CREATE OR REPLACE TEMP MACRO sidecar_rows(files) AS TABLE SELECT * FROM samples"
 
 
 def execute(
@@ -44,3 +46,13 @@ def _complete(path: str) -> bool:
         return set(SIDECAR_SCHEMA.names) <= set(pq.read_schema(path).names)
     except (OSError, ValueError):
         return False  # unreadable: let DuckDB name the file in its error
+
+
+def execute_loaded(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]
+) -> duckdb.DuckDBPyConnection:
+    """``con.execute(sql, params)`` over the sidecars' rows that ``con``'s table ``samples``
+    holds already: each ``UNION`` or ``PLAIN`` reads that table (its parameter, the sidecar
+    list, is left in place and unused)."""
+    con.execute(LOADED_MACRO)
+    return con.execute(sql.replace(UNION, LOADED).replace(PLAIN, LOADED), params)

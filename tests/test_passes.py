@@ -209,3 +209,56 @@ def test_sidecar_sql_reads_without_union_by_name_unless_an_older_sidecar_lacks_a
     want = [("a", "c1")] * 2 if "old" not in order else [("a", "c1"), ("b", None)]
     assert got == want
     assert ["by name" if sidecar_sql.UNION in s else "plain" for s in con.sql] == reads
+
+
+def test_passes_over_the_manifests_loaded_rows_equal_passes_over_the_files(
+    tmp_path: Path,
+) -> None:
+    """A build's passes read the rows its manifest loaded while the shards ran
+    (``PassInput.rows``); every built-in pass gives the same overlay from them as from the
+    sidecar files, on real image hashes with near duplicates and captions shared by many."""
+    import pyarrow as pa
+
+    import geoweave.builders.components  # noqa: F401  (registers the built-in passes)
+    from geoweave.manifests.manifest import ManifestBuilder
+    from geoweave.protocols import PassInput
+    from geoweave.record import SIDECAR_SCHEMA
+    from geoweave.registry import CORPUS_PASSES
+    from tests.conftest import SF_BAY
+    from tests.data.dedup_fixture import rows
+
+    data = rows(SF_BAY / "sf_bay_landsat7_falsecolor_30m.tif", families=30)
+    for i, r in enumerate(data):
+        text = "Satellite image of a park." if i % 3 else f"Tile {i} of a road."
+        r |= {"shard": i % 2, "source": "img", "gsd_m": 10.0, "crs": "EPSG:32610",
+              "transform": [10.0, 0, 500000.0 + 640 * (i // 5), 0, -10.0, 4e6],
+              "captions": [{"text": text, "captioner": "template_v1"}],
+              "status": "rejected" if i % 7 == 0 else "kept"}  # fmt: skip
+    for shard in (0, 1):
+        part = [{k: v for k, v in r.items() if k != "family"} for r in data if r["shard"] == shard]
+        pq.write_table(
+            pa.Table.from_pylist(part, schema=SIDECAR_SCHEMA),
+            tmp_path / f"ds-{shard:06d}.samples.parquet",
+        )
+    sidecars = tuple(sorted(str(p) for p in tmp_path.glob("ds-*.samples.parquet")))
+    names = ["statistics_v1", "near_duplicates_v1", "same_ground_v1", "shared_captions_v1"]
+    names += ["change_v1"]
+    from_files = {
+        n: CORPUS_PASSES.build(n, {}).run(PassInput(tmp_path, "ds", sidecars)) for n in names
+    }
+    builder = ManifestBuilder(tmp_path, "ds")
+    loaded = builder.sidecar_rows()
+    for path in sidecars:  # the passes read the loaded rows, not the files
+        Path(path).rename(path + ".away")
+    from_rows = {
+        n: CORPUS_PASSES.build(n, {}).run(PassInput(tmp_path, "ds", sidecars, loaded))
+        for n in names
+    }
+    assert loaded.execute("SELECT count(*) FROM samples").fetchone() == (len(data),)  # untouched
+    builder.abort()
+    for n in names:
+        assert from_rows[n].to_pylist() == from_files[n].to_pylist(), n
+    assert from_files["near_duplicates_v1"].num_rows >= 12  # each family's variants
+    assert from_files["shared_captions_v1"].num_rows > 50
+    assert from_files["same_ground_v1"].num_rows > 0
+    assert sum(r["tiles"] for r in from_files["statistics_v1"].to_pylist()) == len(data)
