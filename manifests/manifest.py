@@ -31,6 +31,10 @@ log = logging.getLogger("geoweave")
 
 MANIFEST = "manifest.duckdb"
 LOAD_BATCH = 16  # sidecars per INSERT
+# Rows the loader thread writes to the database file (a checkpoint) once it has this many
+# unwritten and nothing queued: the checkpoint of 36,864 rows took the manifest's finish
+# 0.15 s after the shards; done while they run it costs the driver's idle CPU instead.
+CHECKPOINT_ROWS = 8192
 PLAN = "plan.parquet"
 RUNS_DIR = "_runs"
 
@@ -175,6 +179,7 @@ class ManifestBuilder:
         self._queue: queue.Queue[Path | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._unwritten = 0  # rows loaded since the last checkpoint
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._load_loop, name="manifest", daemon=True)
@@ -202,6 +207,9 @@ class ManifestBuilder:
                     batch.append(self._queue.get())
                 done = None in batch
                 self._load([p for p in batch if p is not None])
+                if not done and self._unwritten >= CHECKPOINT_ROWS and self._queue.empty():
+                    self._connect().execute("CHECKPOINT")
+                    self._unwritten = 0
         except BaseException as e:  # reported by finish, which then rebuilds from the files
             self._error = e
 
@@ -215,10 +223,15 @@ class ManifestBuilder:
         for at in range(0, len(paths), LOAD_BATCH):
             batch = paths[at : at + LOAD_BATCH]
             stamps = {p: _stamp(p) for p in batch}
-            self._connect().execute(
-                "INSERT INTO samples BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
-                [batch],
+            inserted = (
+                self._connect()
+                .execute(
+                    "INSERT INTO samples BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
+                    [batch],
+                )
+                .fetchone()
             )
+            self._unwritten += int(inserted[0]) if inserted else 0
             self._loaded.update(stamps)
 
     def _join(self) -> None:
@@ -273,6 +286,7 @@ class ManifestBuilder:
         self._close()
         self._loaded.clear()
         self._error = None
+        self._unwritten = 0
         self.tmp.unlink(missing_ok=True)
         self.tmp.with_name(self.tmp.name + ".wal").unlink(missing_ok=True)
 

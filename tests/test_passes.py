@@ -262,3 +262,32 @@ def test_passes_over_the_manifests_loaded_rows_equal_passes_over_the_files(
     assert from_files["shared_captions_v1"].num_rows > 50
     assert from_files["same_ground_v1"].num_rows > 0
     assert sum(r["tiles"] for r in from_files["statistics_v1"].to_pylist()) == len(data)
+
+
+def test_the_manifest_loader_writes_loaded_rows_to_the_file_while_shards_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``CHECKPOINT_ROWS`` rows loaded and nothing queued, the loader thread checkpoints
+    (the write-ahead log is emptied into the database file), so the build's finish does not."""
+    import time
+
+    from geoweave.builders.writers import sidecar_path
+    from geoweave.manifests import manifest
+
+    monkeypatch.setattr(manifest, "CHECKPOINT_ROWS", 3)
+    _shard(tmp_path, 0, 2)
+    _shard(tmp_path, 1, 3)
+    builder = manifest.ManifestBuilder(tmp_path, "ds")
+    builder.start()
+    wal = builder.tmp.with_name(builder.tmp.name + ".wal")
+    builder.add(sidecar_path(tmp_path, "ds", 0))
+    deadline = time.time() + 10
+    while len(builder._loaded) < 1 and time.time() < deadline:
+        time.sleep(0.01)
+    assert builder._unwritten == 2 and wal.stat().st_size > 0  # 2 rows: below the threshold
+    builder.add(sidecar_path(tmp_path, "ds", 1))
+    while builder._unwritten != 0 and time.time() < deadline:
+        time.sleep(0.01)
+    assert builder._unwritten == 0 and (not wal.exists() or wal.stat().st_size == 0)  # written
+    builder.finish()
+    assert len(_keys(tmp_path)) == 5
