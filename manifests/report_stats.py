@@ -14,8 +14,8 @@ BINS = 20
 # (title, x-axis unit, SQL yielding one column ``v`` per value, over the kept samples)
 SERIES = (
     ("caption length", "words per caption",
-     "SELECT len(string_split(trim(c.text), ' '))::DOUBLE v "
-     "FROM (SELECT unnest(captions) c FROM samples WHERE status = 'kept')"),
+     "SELECT len(string_split(trim(t), ' '))::DOUBLE v FROM (SELECT "
+     "unnest(list_transform(captions, c -> c.text)) t FROM samples WHERE status = 'kept')"),
     ("labels per tile", "visible label elements",
      "SELECT len(osm)::DOUBLE v FROM samples WHERE status = 'kept'"),
     ("QA pairs per tile", "pairs", "SELECT len(qa)::DOUBLE v FROM samples WHERE status = 'kept'"),
