@@ -19,6 +19,7 @@ import os
 import queue
 import socket
 import sys
+import time
 from typing import Any
 
 from geoweave.builders.plan import Plan
@@ -85,7 +86,8 @@ def _loop(ctx: BuildContext, plan: Plan, shards: ShardQueue, stop: Any, out: Any
             break
         out.put(("start", shard))
         try:
-            out.put(("done", run_shard(ctx, shard, plan.shard_tiles(shard), node=node)))
+            started = time.time()
+            out.put(("done", run_shard(ctx, shard, plan.shard_tiles(shard), node, started)))
             settle_process()
         except Exception as e:  # a retryable fault reruns on Ray; a deterministic one fails
             msg = plain_error(e)

@@ -62,7 +62,8 @@ def _run_shards_on_node(ctx: BuildContext, plan: Plan, batch: list[int]) -> list
             out.append(done)
             continue
         try:
-            out.append(run_shard(ctx, shard, plan.shard_tiles(shard), node=node))
+            started = time.time()
+            out.append(run_shard(ctx, shard, plan.shard_tiles(shard), node, started))
             settle_process()
         except Exception as e:
             if is_disk_full(e):  # another attempt would fill the same disk: stop the batch
