@@ -43,7 +43,8 @@ from geoweave.builders.worker_state import (
 from geoweave.builders.writers import is_complete, sidecar_path
 from geoweave.errors import DISK_FULL, BuildFailed, FatalError, is_disk_full
 from geoweave.files import DRIVER_ENV, atomic_path, crash_point, default_cache_root
-from geoweave.manifests.manifest import PLAN, ManifestBuilder, newest_run, record_run
+from geoweave.manifests.manifest import PLAN, newest_run, record_run
+from geoweave.manifests.manifest_builder import ManifestBuilder
 from geoweave.manifests.passes import run_passes
 from geoweave.protocols import ImagerySource
 from geoweave.registry import CAPTIONERS, FILTERS, QUESTION_GENERATORS, load_plugins

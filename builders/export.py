@@ -25,7 +25,8 @@ from geoweave.builders.plan_file import PlanWriter, tiles_table
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import FatalError
 from geoweave.files import atomic_path
-from geoweave.manifests.manifest import PLAN, finished_run, record_run, write_manifest
+from geoweave.manifests.manifest import PLAN, finished_run, record_run
+from geoweave.manifests.manifest_builder import write_manifest
 from geoweave.manifests.passes import run_passes
 from geoweave.manifests.query import kept_batches
 from geoweave.manifests.report import write_report_or_warn

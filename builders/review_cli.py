@@ -10,7 +10,8 @@ from pathlib import Path
 from geoweave.builders.outdir import OutputLock
 from geoweave.errors import FatalError
 from geoweave.manifests import label_studio, reviews
-from geoweave.manifests.manifest import finished_run, write_manifest
+from geoweave.manifests.manifest import finished_run
+from geoweave.manifests.manifest_builder import write_manifest
 from geoweave.manifests.report import write_report_or_warn
 from geoweave.manifests.review_tasks import LABEL_CONFIG, ReviewError, choose, images, task
 

@@ -172,7 +172,7 @@ def _older_sidecars_still_load(out: Path) -> None:
     """A sidecar written before the hash and split columns existed loads with nulls."""
     import duckdb
 
-    from geoweave.manifests.manifest import write_manifest
+    from geoweave.manifests.manifest_builder import write_manifest
 
     sidecar = next(out.glob("twice-*.samples.parquet"))
     old = pq.read_table(sidecar).drop_columns(["phash", "dhash", "split"])

@@ -15,7 +15,7 @@ from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import run_shard
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import FatalError
-from geoweave.manifests.manifest import write_manifest
+from geoweave.manifests.manifest_builder import write_manifest
 from geoweave.manifests.query import format_rows, open_manifest, run_query
 from geoweave.record import Sample
 from geoweave.text import MAX_LABEL_CHARS, clean_label, clean_tags, printable

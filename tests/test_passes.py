@@ -58,7 +58,7 @@ def test_a_plugin_pass_from_the_recipe_lands_in_the_manifest(tmp_path: Path) -> 
     from geoweave.builders.recipe import DEFAULT_PASSES
     from geoweave.builders.recipe_files import load_recipe
     from geoweave.builders.shard import run_shard
-    from geoweave.manifests.manifest import write_manifest
+    from geoweave.manifests.manifest_builder import write_manifest
     from tests.conftest import REPO
     from tests.data.labels_fixture import write_cover
     from tests.data.raster_fixture import write_rgb
@@ -115,7 +115,7 @@ def test_manifest_loaded_during_the_build_matches_the_files(tmp_path: Path) -> N
     """Sidecars added while shards run end up once each; one that changed after it was loaded,
     or one that fails to load, makes the builder reload from the files."""
     from geoweave.builders.writers import sidecar_path
-    from geoweave.manifests.manifest import ManifestBuilder, write_manifest
+    from geoweave.manifests.manifest_builder import ManifestBuilder, write_manifest
 
     _shard(tmp_path, 0, 3)
     _shard(tmp_path, 1, 2)
@@ -220,7 +220,7 @@ def test_passes_over_the_manifests_loaded_rows_equal_passes_over_the_files(
     import pyarrow as pa
 
     import geoweave.builders.components  # noqa: F401  (registers the built-in passes)
-    from geoweave.manifests.manifest import ManifestBuilder
+    from geoweave.manifests.manifest_builder import ManifestBuilder
     from geoweave.protocols import PassInput
     from geoweave.record import SIDECAR_SCHEMA
     from geoweave.registry import CORPUS_PASSES
@@ -272,7 +272,7 @@ def test_the_manifest_loader_writes_loaded_rows_to_the_file_while_shards_run(
     import time
 
     from geoweave.builders.writers import sidecar_path
-    from geoweave.manifests import manifest
+    from geoweave.manifests import manifest_builder as manifest
 
     monkeypatch.setattr(manifest, "CHECKPOINT_ROWS", 3)
     _shard(tmp_path, 0, 2)

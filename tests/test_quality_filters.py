@@ -21,7 +21,7 @@ from geoweave.builders.plan import plan_tiles
 from geoweave.builders.recipe import DEFAULT_FILTERS, DEFAULT_PASSES, Recipe
 from geoweave.builders.shard import apply_filters, run_shard
 from geoweave.errors import FatalError
-from geoweave.manifests.manifest import write_manifest
+from geoweave.manifests.manifest_builder import write_manifest
 from geoweave.manifests.passes import run_passes
 from geoweave.manifests.shared_captions import SharedCaptionsOptions, SharedCaptionsPass
 from geoweave.protocols import PassInput

@@ -24,7 +24,7 @@ from geoweave.builders.shard import run_shard
 from geoweave.builders.splits import assign_splits
 from geoweave.builders.worker_state import open_imagery
 from geoweave.errors import FatalError
-from geoweave.manifests.manifest import write_manifest
+from geoweave.manifests.manifest_builder import write_manifest
 from geoweave.tile import Tile
 from tests.conftest import SF_BAY
 

@@ -221,7 +221,7 @@ def test_all_dates_makes_one_sample_per_acquisition_day_of_a_cell_grouped_in_the
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from geoweave.manifests.manifest import write_manifest
+    from geoweave.manifests.manifest_builder import write_manifest
 
     out = tmp_path / "dates"
     rows = shard_rows(_recipe(out, str(catalog), choose="all_dates"))
