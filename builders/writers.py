@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geoweave.builders.tar import TarShard
 from geoweave.files import crash_point, file_checksum, fsync_path, replace_durably, temp_name
-from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, to_table
+from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, parquet_table, to_table
 from geoweave.stats import COMPLETE, ShardStats
 
 
@@ -118,7 +119,9 @@ class ShardWriter:
         self.tag = f".tmp-{uuid.uuid4().hex[:8]}"
         self.formats = formats
         self.rows: list[dict[str, Any]] = []
-        self.kept: list[dict[str, Any]] = []
+        self.kept: list[bool] = []  # per row
+        self.images: list[tuple[bytes | None, bytes | None]] = []  # per kept row, for Parquet
+        self._sidecar: pa.Table | None = None
         self.tar: TarShard | None = None
         if "webdataset" in formats:
             self.tar = TarShard(self._tmp(".tar"))
@@ -134,6 +137,7 @@ class ShardWriter:
     ) -> None:
         """One sample as its metadata (``Sample.metadata()``) and image bytes."""
         self.rows.append(meta)
+        self.kept.append(kept)
         if not kept:
             return
         if self.tar is not None:
@@ -145,7 +149,7 @@ class ShardWriter:
             if tif is not None:
                 self.tar.add(f"{key}.tif", tif)
         if "parquet" in self.formats:
-            self.kept.append({**meta, "jpg": jpeg, "tif": tif})
+            self.images.append((jpeg, tif))
 
     def finish(
         self, stages: list[str], extra_stats: dict[str, Any], started: float | None = None
@@ -187,14 +191,14 @@ class ShardWriter:
         if self.tar is not None:
             tar = self.tar
             out.append((".tar", lambda _path: tar.close()))  # written as samples came
-        if "parquet" in self.formats and self.kept:  # readers choke on zero-row files
+        if "parquet" in self.formats and self.images:  # readers choke on zero-row files
             out.append((".parquet", self._write_parquet))
         out.append((".samples.parquet", self._write_sidecar))
         return out
 
     def _write_parquet(self, path: Path) -> None:
         pq.write_table(
-            to_table(self.kept, PARQUET_SCHEMA),
+            parquet_table(self._sidecar_table(), self.rows, self.kept, self.images),
             path,
             # JPEG and deflated GeoTIFF bytes neither compress nor repeat: spare the work
             compression={
@@ -204,7 +208,14 @@ class ShardWriter:
         )
 
     def _write_sidecar(self, path: Path) -> None:
-        pq.write_table(to_table(self.rows, SIDECAR_SCHEMA), path)
+        pq.write_table(self._sidecar_table(), path)
+
+    def _sidecar_table(self) -> pa.Table:
+        """Every row's metadata as the sidecar's table (made once: the Parquet shard's table is
+        its kept rows)."""
+        if self._sidecar is None:
+            self._sidecar = to_table(self.rows, SIDECAR_SCHEMA)
+        return self._sidecar
 
     def abort(self) -> None:
         """Close and delete this attempt's files; never raises (it runs while an error, a full

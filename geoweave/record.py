@@ -272,6 +272,25 @@ def _column(name: str, values: list[Any], mapping: bool) -> list[Any]:
     return [_json(v) for v in values] if name in _JSON_MAPS else values
 
 
+def parquet_table(sidecar: pa.Table, rows: list[dict[str, Any]], kept: list[bool],
+                  images: list[tuple[bytes | None, bytes | None]]) -> pa.Table:  # fmt: skip
+    """The Parquet shard's table: the ``kept`` rows of ``sidecar`` (``to_table(rows,
+    SIDECAR_SCHEMA)``), the columns that are maps there as JSON text, then each kept row's
+    ``images`` (JPEG, GeoTIFF). Equal to ``to_table`` of the kept rows with their images in
+    half its time: only the JSON columns are converted again."""
+    picked = [r for r, k in zip(rows, kept, strict=True) if k]
+    base = sidecar.filter(pa.array(kept, pa.bool_()))
+    again = {name: [r.get(name) for r in picked] for name in (*_JSON_MAPS, "osm")}
+    again |= {"jpg": [jpg for jpg, _ in images], "tif": [tif for _, tif in images]}
+    columns = [
+        pa.array(_column(f.name, again[f.name], False), f.type)
+        if f.name in again
+        else base.column(f.name)
+        for f in PARQUET_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=PARQUET_SCHEMA)
+
+
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Sample metadata dicts (plus image columns for the Parquet shard) to a typed table,
     column by column (a third faster than Arrow's row by row ``from_pylist``)."""

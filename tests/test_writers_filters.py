@@ -72,6 +72,34 @@ def test_shard_round_trip_and_completion_marker(tmp_path: Path) -> None:
     assert not is_complete(tmp_path, "ds", 3)
 
 
+def test_the_parquet_shard_equals_its_kept_rows_converted_afresh(tmp_path: Path) -> None:
+    """The Parquet shard's table is made from the sidecar's (its kept rows, maps as JSON
+    text): equal to converting the kept rows with their images from scratch, including a
+    GeoTIFF column, land cover, scores with NaN and labels with several tags."""
+    from geoweave.record import PARQUET_SCHEMA, to_table
+
+    w = ShardWriter(tmp_path, "ds", 3, ["parquet"])
+    samples = [_sample(i, kept=i % 3 != 1) for i in range(7)]
+    for i, s in enumerate(samples):
+        s.landcover = {"tree_cover": 0.25 * (i % 4), "built_up": 1 - 0.25 * (i % 4)}
+        s.scores |= {"grey_std": float("nan") if i == 5 else 3.5 + i}
+        s.osm[0]["tags"] = {"highway": "primary", "name": f'Rue "{i}" ü'}
+        s.bands_tif = b"II*\x00" + bytes([i]) if i % 2 else None
+        w.write(s)
+    w.finish(["plan"], {})
+    got = pq.read_table(tmp_path / "ds-000003.parquet")
+    kept = [s for s in samples if s.kept]
+    want = to_table(
+        [s.metadata() | {"jpg": s.jpeg, "tif": s.bands_tif} for s in kept], PARQUET_SCHEMA
+    )
+    assert got.num_rows == len(kept) == 5 and got.schema == PARQUET_SCHEMA
+    assert got.to_pylist() == want.to_pylist()
+    row = got.to_pylist()[2]  # the fourth sample: kept, with a GeoTIFF
+    assert json.loads(row["landcover"]) == {"built_up": 0.25, "tree_cover": 0.75}
+    assert json.loads(row["osm"][0]["tags"])["name"] == 'Rue "3" ü' and row["tif"] is not None
+    assert json.loads(got.to_pylist()[3]["scores"])["grey_std"] is None  # NaN: null in JSON
+
+
 def test_abort_and_leftovers_leave_nothing(tmp_path: Path) -> None:
     w = ShardWriter(tmp_path, "ds", 0, ["webdataset", "parquet"])
     w.write(_sample(0))
