@@ -174,7 +174,7 @@ class NearDuplicatesPass:
             run(
                 """CREATE TEMP TABLE h AS
                 SELECT (row_number() OVER (ORDER BY key) - 1)::BIGINT AS id, key, phash,
-                       dhash, len(osm) AS labels
+                       dhash, coalesce(len(osm), 0) AS labels
                 FROM read_parquet(?, union_by_name = true)
                 WHERE status = 'kept' AND phash IS NOT NULL""",
                 [list(inputs.sidecars)],

@@ -65,6 +65,15 @@ def test_pass_finds_every_known_duplicate_and_nothing_else(tmp_path: Path) -> No
         assert r["reject_reason"] == "near_duplicate"
 
 
+def test_a_sidecar_without_label_lists_still_groups(tmp_path: Path) -> None:
+    """Rows whose ``osm`` is null (a plugin's sidecar, an older one) count as no labels; the
+    smallest key of a group is kept."""
+    data = [{"key": k, "status": "kept", "phash": 7, "dhash": 9, "osm": None} for k in "ba"]
+    table = _run(tmp_path, data)
+    assert table.column("key").to_pylist() == ["b"]
+    assert table.column("duplicate_of").to_pylist() == ["a"]
+
+
 def test_identical_copies_have_distance_zero_and_other_ground_is_far() -> None:
     data = {r["key"]: r for r in rows(IMAGE, families=6)}
     for f in range(6):
