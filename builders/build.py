@@ -326,7 +326,7 @@ def _finish(
     """Corpus passes, the run record, the manifest and the report, while a local Ray stops."""
     stopper = RayStopper(started_here="ray_start_s" in timings)  # timed only when started here
     t = time.time()
-    run_passes(out_dir, recipe.name, list(recipe.passes.items()), manifest.sidecar_rows())
+    run_passes(out_dir, recipe.name, list(recipe.passes.items()), manifest.pass_rows())
     timings["passes_s"] = time.time() - t
     run["timings"] = timings
     record_run(out_dir, run)

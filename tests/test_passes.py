@@ -291,3 +291,22 @@ def test_the_manifest_loader_writes_loaded_rows_to_the_file_while_shards_run(
     assert builder._unwritten == 0 and (not wal.exists() or wal.stat().st_size == 0)  # written
     builder.finish()
     assert len(_keys(tmp_path)) == 5
+
+
+def test_passes_read_the_manifests_rows_up_to_a_size_and_the_files_above(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pass_rows``: the loaded copy for a corpus of up to ``PASS_ROWS`` rows, None (the
+    files) above; either way every sidecar is loaded for the manifest."""
+    from geoweave.manifests import manifest_builder
+
+    _shard(tmp_path, 0, 3)
+    _shard(tmp_path, 1, 2)
+    builder = manifest_builder.ManifestBuilder(tmp_path, "ds")
+    con = builder.pass_rows()
+    assert con is not None and builder.rows == 5
+    assert con.execute("SELECT count(*) FROM samples").fetchone() == (5,)
+    monkeypatch.setattr(manifest_builder, "PASS_ROWS", 4)
+    assert builder.pass_rows() is None and builder.rows == 5  # loaded once, not again
+    builder.finish()
+    assert len(_keys(tmp_path)) == 5
