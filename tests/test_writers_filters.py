@@ -65,6 +65,7 @@ def test_shard_round_trip_and_completion_marker(tmp_path: Path) -> None:
     side = pq.read_table(tmp_path / "ds-000003.samples.parquet").to_pylist()
     assert [r["status"] for r in side] == ["kept", "kept", "rejected", "kept"]
     assert side[0]["osm"][0]["tags"] == [("building", "yes")]
+    assert side[3]["transform"] == list(_sample(3).tile.transform)[:6]  # the Affine's six
     par = pq.read_table(tmp_path / "ds-000003.parquet")
     assert par.num_rows == 3 and par.column("jpg")[0].as_py()[:2] == b"\xff\xd8"
     assert not list(tmp_path.glob("*.tmp-*"))
