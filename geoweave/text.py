@@ -62,7 +62,7 @@ def clean_tags(tags: Mapping[Any, Any]) -> dict[str, str]:
     same = isinstance(tags, dict)
     for k, v in tags.items():
         key, value = clean_label(k, MAX_KEY_CHARS), clean_label(v)
-        same = same and key is k and value is v
+        same = same and key is k and value is v and bool(key) and bool(value)
         if key and value:
             out[key] = value
     return tags if same else out  # type: ignore[return-value]

@@ -161,6 +161,8 @@ def test_clean_label_caps_the_length_and_tags_drop_empty_entries() -> None:
     assert clean_tags(tags) == {"building": "yes", "k ey": "v"}
     same = {"building": "yes"}
     assert clean_tags(same) is same  # clean already: no copy
+    # an empty key or value is dropped even when every string is clean already
+    assert clean_tags({"building": "", "landuse": "grass", "": "x"}) == {"landuse": "grass"}
     assert printable("ok") == "ok" and printable("a\tb") == "a\\tb"
 
 
