@@ -409,6 +409,52 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_build(
     assert not list(out.glob("*.tmp-*"))
 
 
+def test_a_large_map_draws_every_tile_where_its_box_says(tmp_path: Path) -> None:
+    """Over 5,000 tiles the map's rectangles (no tooltips) are formatted in one pass: each is
+    where the per-tile formula puts it, by group, across the antimeridian too."""
+    import math
+
+    from geoweave.manifests.report_data import Footprint
+    from geoweave.manifests.report_svg import footprint_map
+
+    rng = np.random.default_rng(3)
+    tiles = []
+    for i in range(6000):
+        w, s = 179.0 + rng.random() * 2, -17 + rng.random()  # both sides of 180
+        e = w + 0.01 + rng.random() * 0.05
+        w, e = (w - 360 if w > 180 else w), (e - 360 if e > 180 else e)
+        tiles.append(Footprint(w, s, e, s + 0.02, ["kept", "rejected"][i % 2], None,
+                               10.0 * (1 + i % 3), f"k{i:04d}", None))  # fmt: skip
+    tiles.sort(key=lambda f: -f.gsd_m)  # coarse first, as gather orders them
+    svg = parse(footprint_map(tiles, None, "status")).find("svg")
+    groups = [g for g in svg.find_all("g") if "data-gsd" in g.attrs]
+    drawn = [[r.attrs for r in g.find_all("rect")] for g in groups]
+    assert sum(len(d) for d in drawn) == 6000
+
+    def n(x: float) -> str:
+        return f"{x:.1f}".rstrip("0").rstrip(".")
+
+    boxes = [(f.west, f.south, f.east + 360 if f.east < f.west else f.east, f.north)
+             for f in tiles]  # fmt: skip
+    boxes = [(w + 360, s, e + 360, no) if w < 0 else (w, s, e, no) for w, s, e, no in boxes]
+    west, north = min(b[0] for b in boxes), max(b[3] for b in boxes)
+    south, east = min(b[1] for b in boxes), max(b[2] for b in boxes)
+    kx = math.cos(math.radians((south + north) / 2))
+    scale = min(520 / ((east - west) * kx), 560 / (north - south))
+    want: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for f, b in zip(tiles, boxes, strict=True):
+        want.setdefault((n(f.gsd_m), STATUS_FILL[f.status]), []).append({
+            "x": n((b[0] - west) * kx * scale), "y": n((north - b[3]) * scale),
+            "width": n(max((b[2] - b[0]) * kx * scale, 0.5)),
+            "height": n(max((b[3] - b[1]) * scale, 0.5)),
+        })  # fmt: skip
+    got = {(g.attrs["data-gsd"], g.attrs["fill"]): d for g, d in zip(groups, drawn, strict=True)}
+    assert got == want
+
+
+STATUS_FILL = {"kept": "#2ca25f", "rejected": "#bdbdbd"}
+
+
 def test_histogram_bins_leave_out_nan_infinite_and_null_values() -> None:
     """Whole numbers spanning at most 20 get a bin each, other values 20 equal bins; NaN,
     infinities and NULL are in no bin (and set no edge)."""
