@@ -19,12 +19,10 @@ import os
 import queue
 import socket
 import sys
-import time
 from typing import Any
 
 from geoweave.builders.plan import Plan
-from geoweave.builders.shard import BuildContext, run_shard
-from geoweave.builders.worker_state import settle_process
+from geoweave.builders.shard import BuildContext, run_planned_shard
 from geoweave.errors import RETRYABLE, is_disk_full
 from geoweave.stats import ShardStats
 from geoweave.text import plain_error
@@ -86,9 +84,7 @@ def _loop(ctx: BuildContext, plan: Plan, shards: ShardQueue, stop: Any, out: Any
             break
         out.put(("start", shard))
         try:
-            started = time.time()
-            out.put(("done", run_shard(ctx, shard, plan.shard_tiles(shard), node, started)))
-            settle_process()
+            out.put(("done", run_planned_shard(ctx, plan, shard, node)))
         except Exception as e:  # a retryable fault reruns on Ray; a deterministic one fails
             msg = plain_error(e)
             full = is_disk_full(e)

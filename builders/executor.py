@@ -21,8 +21,8 @@ from geoweave.builders.plan import Plan
 from geoweave.builders.ray_start import init_ray, local_cpus, ray_connected, ray_shutdown
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.services import start_services, uses_ray_services
-from geoweave.builders.shard import BuildContext, run_shard
-from geoweave.builders.worker_state import settle_process, warm_up
+from geoweave.builders.shard import BuildContext, run_planned_shard
+from geoweave.builders.worker_state import warm_up
 from geoweave.builders.writers import complete_stats, shard_stem, stats_path, write_stats
 from geoweave.errors import DISK_FULL, RETRYABLE, is_disk_full
 from geoweave.files import temp_name
@@ -62,9 +62,7 @@ def _run_shards_on_node(ctx: BuildContext, plan: Plan, batch: list[int]) -> list
             out.append(done)
             continue
         try:
-            started = time.time()
-            out.append(run_shard(ctx, shard, plan.shard_tiles(shard), node, started))
-            settle_process()
+            out.append(run_planned_shard(ctx, plan, shard, node))
         except Exception as e:
             if is_disk_full(e):  # another attempt would fill the same disk: stop the batch
                 out.append((shard, plain_error(e)))
