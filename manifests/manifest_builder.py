@@ -106,8 +106,9 @@ class ManifestBuilder:
                 )
                 .fetchone()
             )
-            self._unwritten += int(inserted[0]) if inserted else 0
-            self.rows += int(inserted[0]) if inserted else 0
+            n = int(inserted[0]) if inserted else 0
+            self._unwritten += n
+            self.rows += n
             self._loaded.update(stamps)
 
     def _join(self) -> None:
