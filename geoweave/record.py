@@ -86,7 +86,7 @@ class Sample:
     data: np.ndarray | None = None  # (bands, H, W), the source dtype; nodata pixels are 0
     valid: np.ndarray | None = None  # (H, W) bool
     rgb: np.ndarray | None = None  # (H, W, 3) uint8
-    pixel_cache: dict[str, np.ndarray] = field(default_factory=dict)  # stats shared by stages
+    pixel_cache: dict[str, np.ndarray | None] = field(default_factory=dict)  # shared stats
     bands_tif: bytes | None = None
     jpeg: bytes | None = None
     nodata_fraction: float = 0.0

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoweave.errors import FatalError
 from geoweave.protocols import ImagerySource
-from geoweave.qa.pixels import grey_sum_of, planes_of, preview, smooth
+from geoweave.qa.pixels import grey_sum_of, planes_of, preview, smooth, valid_of
 from geoweave.record import Sample
 from geoweave.registry import FILTERS
 
@@ -96,14 +96,14 @@ class CloudFilter:
     def check(self, sample: Sample) -> str | None:
         if sample.rgb is None:
             return "no_image"
-        valid = np.ones(sample.rgb.shape[:2], bool) if sample.valid is None else sample.valid
-        valid = preview(valid)  # tiles over 128 px: every k-th pixel (an unbiased share)
+        valid = valid_of(sample)  # tiles over 128 px: every k-th pixel (an unbiased share)
         if self.opts.mask_band:
             cloudy = preview(self._from_mask(sample))
         else:  # the planes and the grey sum are shared with the other filters and the hashes
             cloudy = self._heuristic(planes_of(sample), lambda: grey_sum_of(sample))
-        n = int(np.count_nonzero(valid))
-        fraction = float(np.count_nonzero(cloudy & valid) / n) if n else 0.0
+        n = cloudy.size if valid is None else int(np.count_nonzero(valid))
+        hits = np.count_nonzero(cloudy if valid is None else cloudy & valid)
+        fraction = float(hits / n) if n else 0.0
         sample.scores["cloud_fraction"] = round(fraction, 4)
         return "cloudy" if fraction > self.opts.max_fraction else None
 
@@ -168,8 +168,7 @@ class SaturationFilter:
     def check(self, sample: Sample) -> str | None:
         if sample.rgb is None:
             return "no_image"
-        valid = None if sample.valid is None else preview(sample.valid)
-        fraction = edge_fraction(planes_of(sample), valid)  # every k-th pixel over 128 px
+        fraction = edge_fraction(planes_of(sample), valid_of(sample))  # every k-th px > 128
         sample.scores["saturated_fraction"] = round(fraction, 4)
         return "saturated" if fraction > self.max_fraction else None
 

@@ -20,7 +20,7 @@ import numpy as np
 from geoweave.record import Sample
 
 PREVIEW_SIDE = 128
-PLANES, GREY_SUM = "planes", "grey_sum"  # keys of ``Sample.pixel_cache``
+PLANES, GREY_SUM, VALID = "planes", "grey_sum", "valid"  # keys of ``Sample.pixel_cache``
 
 
 def preview(img: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
@@ -28,6 +28,19 @@ def preview(img: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
     side to ``side`` or less (a view: no copy)."""
     step = max(1, -(-max(img.shape[0], img.shape[1]) // side))
     return img[::step, ::step] if step > 1 else img
+
+
+def valid_of(sample: Sample) -> np.ndarray | None:
+    """The sample's validity mask over its preview, C-contiguous, or None when every pixel is
+    valid (most tiles: the filters then count no mask at all); computed on first use."""
+    cache = sample.pixel_cache
+    if VALID not in cache:
+        valid = sample.valid
+        if valid is None or np.count_nonzero(valid) == valid.size:
+            cache[VALID] = None
+        else:
+            cache[VALID] = np.ascontiguousarray(preview(valid))
+    return cache[VALID]
 
 
 def planes_of(sample: Sample) -> np.ndarray:
@@ -66,15 +79,18 @@ def grey_sum(rgb: np.ndarray) -> np.ndarray:
 def grey_std(total: np.ndarray) -> float:
     """Standard deviation of the grey level, from its sum: ``std(sum / 3) = std(sum) / 3``.
 
-    Exact in integers (n * sum(x^2) - sum(x)^2 is the variance times n^2, and a uint16 square
-    fits uint32), one pass and no float copy: a third faster than ``ndarray.std``."""
+    Exact in integers (n * sum(x^2) - sum(x)^2 is the variance times n^2; a uint16 square fits
+    uint32), one pass and no float copy: a third faster than ``ndarray.std``. The plain sum
+    accumulates in uint32 while it cannot overflow (numpy's widening reductions are slow).
+    """
     flat = total.ravel()
     n = flat.size
     if n == 0:
         return float("nan")
     squares = flat.astype(np.uint32)
     squares *= squares
-    s, ss = int(flat.sum(dtype=np.uint64)), int(squares.sum(dtype=np.uint64))
+    wide = np.uint32 if n <= (2**32 - 1) // 765 else np.uint64
+    s, ss = int(np.add.reduce(flat, dtype=wide)), int(squares.sum(dtype=np.uint64))
     return math.sqrt(n * ss - s * s) / n / 3.0
 
 

@@ -26,7 +26,7 @@ from rasterio.windows import Window, from_bounds
 from shapely.geometry.base import BaseGeometry
 
 from geoweave.errors import FatalError
-from geoweave.protocols import TileImage
+from geoweave.protocols import TileImage, nodata_share
 from geoweave.registry import IMAGERY_SOURCES
 from geoweave.sources.grid import split_antimeridian, transform_geom
 from geoweave.sources.rasters import (
@@ -57,7 +57,7 @@ class TilePixels:
 
     @property
     def nodata_fraction(self) -> float:
-        return float(1.0 - self.valid.mean())
+        return nodata_share(self.valid)
 
 
 def stretch_rgb8(

@@ -5,6 +5,7 @@ sidecars whose answer is known, and once through a shard and the manifest."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -532,3 +533,43 @@ def test_image_statistics_of_a_large_tile_come_from_its_preview_computed_once() 
     assert s.scores["saturated_fraction"] == round(saturated_fraction(preview(rgb), None), 4)
     s.drop_pixels()
     assert s.pixel_cache == {}
+
+
+def test_the_validity_preview_is_none_when_all_valid_and_filters_count_only_valid_pixels() -> None:
+    """``valid_of``: None for a fully valid tile (the filters skip the mask), else the mask's
+    every k-th pixel, contiguous; the cloud and saturation shares of a 256 px tile with a
+    nodata half count the valid pixels of its preview only."""
+    from geoweave.qa.pixels import valid_of
+
+    assert valid_of(_sample(_city())) is None
+    rgb = np.full((256, 256, 3), 120, dtype=np.uint8)
+    rgb[:, :64] = (236, 238, 240)  # smooth white cloud over the left quarter
+    rgb[:64, 64:, 0] = 255  # the red band clipped over the top quarter, right of the cloud
+    valid = np.ones((256, 256), bool)
+    valid[:, 128:] = False  # the right half is nodata
+    s = _sample(rgb, valid)
+    mask = valid_of(s)
+    assert mask is not None and mask.shape == (128, 128) and mask.flags.c_contiguous
+    assert (mask == valid[::2, ::2]).all() and valid_of(s) is mask
+    assert CloudFilter(CloudOptions()).check(s) is None
+    # of the 64 valid preview columns, the cloud's 32, less the one beside the grey (textured)
+    assert s.scores["cloud_fraction"] == round(31 / 64, 4)
+    assert SaturationFilter(SaturationOptions()).check(s) is None
+    assert s.scores["saturated_fraction"] == 0.125  # 32 x 32 of the 64 x 128 valid pixels
+
+
+def test_grey_std_has_no_overflow_or_rounding_error() -> None:
+    """Against Python's integers, the largest grey sums included (their squares overflow
+    uint32 summed; past 5.6M pixels so does the plain sum)."""
+    rng = np.random.default_rng(3)
+    for total in (
+        rng.integers(0, 766, (128, 128)).astype(np.uint16),
+        np.full((128, 128), 765, np.uint16),
+        np.tile(np.array([0, 765], np.uint16), (128, 64)),
+        np.tile(np.array([765, 764], np.uint16), (2400, 1200)),
+        np.array([[7]], np.uint16),
+    ):
+        xs = total.ravel().tolist()
+        n = len(xs)
+        exact = math.sqrt(n * sum(x * x for x in xs) - sum(xs) ** 2) / n / 3.0
+        assert grey_std(total) == pytest.approx(exact, rel=1e-12, abs=1e-12)
