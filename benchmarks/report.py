@@ -35,11 +35,13 @@ def check(ok: bool) -> str:
 def size_rows(r: dict[str, Any]) -> list[Row]:
     """The rows of one tile size (128 or 256 px)."""
     s, fl, one, two = f"{r['size_px']} px", r["floor"], r["one"], r["two"]
-    wall_applies = fl["seconds"] >= MIN_WALL_FLOOR_S
+    after = r.get("floor_after", fl)
+    wall_applies = r["floor_s"] >= MIN_WALL_FLOOR_S
     share_applies = one["tiles"] >= MIN_OUTSIDE_TILES
     rows: list[Row] = [
         (f"{s}: tiles (planned / kept, 1 worker)", f"{r['planned_tiles']} / {one['kept']}", "all kept", check(r["every_tile_kept"])),
-        (f"{s}: floor, tiles/s ({fl['seconds']:.1f} s)", f"{fl['tiles_per_s']:.1f}", "", "info"),
+        (f"{s}: floor, tiles/s ({r['floor_s']:.1f} s; before / after the builds)",
+         f"{r['floor_tiles_per_s']:.1f} ({fl['tiles_per_s']:.0f} / {after['tiles_per_s']:.0f})", "", "info"),
         (f"{s}: wall, 1 worker, tiles/s", f"{one['tiles_per_s']:.1f}", "", "info"),
         (f"{s}: inside shard tasks, tiles/s", f"{one['inside_tiles_per_s']:.1f}", "", "info"),
         (f"{s}: inside tasks / floor", f"{r['inside_vs_floor']:.2f}", f">= {MIN_INSIDE}", check(r["inside_vs_floor"] >= MIN_INSIDE)),

@@ -49,6 +49,7 @@ from geoweave.manifests.passes import run_passes
 from geoweave.protocols import ImagerySource
 from geoweave.registry import CAPTIONERS, FILTERS, QUESTION_GENERATORS, load_plugins
 from geoweave.sources.checksums import InputChecksums
+from geoweave.sources.rasters import streaming_block_cache
 from geoweave.stats import COMPLETE, ShardStats
 
 log = logging.getLogger("geoweave")
@@ -261,6 +262,7 @@ def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[s
     Complete shards of an earlier run are kept (``verify``: only when every checksum holds).
     The output folder is locked for the run."""
     t0 = time.time()
+    streaming_block_cache()  # before the input checks read a block
     timings: dict[str, float] = {}  # seconds per phase, in the run record
     recipe = recipe.check_components()
     out_dir = recipe.output.dir.resolve()

@@ -20,6 +20,7 @@ from geoweave.builders.recipe import ImageryConfig, LabelsConfig, LandCoverConfi
 from geoweave.protocols import ClassRaster, ImagerySource
 from geoweave.registry import IMAGERY_SOURCES, LABEL_SOURCES, load_plugins
 from geoweave.sources.labels import LabelSource
+from geoweave.sources.rasters import streaming_block_cache
 
 
 def open_imagery(cfg: ImageryConfig) -> ImagerySource:
@@ -118,6 +119,7 @@ class WorkerSources(NamedTuple):
 def open_sources(recipe: Recipe, index_dirs: tuple[str, ...]) -> WorkerSources:
     """The recipe's plugins and the built-in components loaded, and every source open (once
     per process: the ``open_*`` functions cache)."""
+    streaming_block_cache()  # a worker on another node: before its first block read
     load_plugins(recipe.plugins)  # a worker process starts without the recipe's plugins
     import geoweave.builders.components  # noqa: F401  (registers the built-ins)
 

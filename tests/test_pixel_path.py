@@ -246,3 +246,44 @@ def test_acquisition_time_comes_from_the_file_unless_the_recipe_gives_one(tmp_pa
     assert GeoTiffSource("img", path, acquired="2021-09-26").acquired == "2021-09-26"
     assert GeoTiffSource("img", write_rgb(tmp_path / "undated.tif")).acquired is None
     assert tiff_datetime("sometime in autumn") is None
+
+
+_CACHE_PROBE = """
+import ctypes, glob, os, sys
+from pathlib import Path
+import rasterio
+from geoweave.builders.recipe import Recipe
+from geoweave.builders.worker_state import open_sources
+from tests.data.raster_fixture import write_rgb
+
+lib = glob.glob(os.path.join(os.path.dirname(rasterio.__file__), "..", "rasterio.libs", "libgdal*"))
+gdal = ctypes.CDLL(lib[0]) if lib else ctypes.CDLL(None)
+gdal.GDALGetCacheMax64.restype = ctypes.c_int64
+path = write_rgb(Path(sys.argv[1]) / "img.tif")
+recipe = Recipe.model_validate({"name": "t", "imagery": [{"name": "img", "path": str(path)}]})
+open_sources(recipe, ())  # opening the source reads a block: its check and its stretch
+with rasterio.open(path) as ds:
+    ds.read(1)
+print(gdal.GDALGetCacheMax64() // 2**20)
+"""
+
+
+@pytest.mark.parametrize(("env", "mb"), [(None, 64), ("128", 128)])
+def test_a_worker_reads_with_a_64_mb_gdal_block_cache_unless_one_is_set(
+    tmp_path: Path, env: str | None, mb: int
+) -> None:
+    """GDAL takes ``GDAL_CACHEMAX`` at a process's first block read; a worker's sources open
+    first and set it to 64 MB (a build reads each block about once), a user's own stands."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+    if env is not None:
+        environ["GDAL_CACHEMAX"] = env
+    root = str(HERE.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", _CACHE_PROBE, str(tmp_path)],
+        capture_output=True, text=True, env=environ, cwd=root, check=True, timeout=120,
+    )  # fmt: skip
+    assert int(out.stdout.split()[-1]) == mb
