@@ -61,13 +61,16 @@ def _pax_path(name: bytes) -> bytes:
 
 
 _PADDING = bytes(BLOCK)
+WRITE_BUFFER = 1 << 20
 
 
 class TarShard:
     """Append-only tar file: ``add(name, data)`` per member, then ``close``."""
 
     def __init__(self, path: Path, mtime: int | None = None) -> None:
-        self._f: BinaryIO = open(path, "wb")  # noqa: SIM115  (closed by close())
+        # A 1 MiB buffer: a sample's JPEG (over the default 8 KiB) is copied into it rather
+        # than written by a system call of its own; 33 -> 17 us for a sample's three members.
+        self._f: BinaryIO = open(path, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 (close())
         self.mtime = int(time.time()) if mtime is None else mtime
 
     def add(self, name: str, data: bytes) -> None:
