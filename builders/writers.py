@@ -20,9 +20,10 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from geoweave.builders.tar import TarShard
+from geoweave.builders.tar import WRITE_BUFFER, TarShard
 from geoweave.files import crash_point, file_checksum, fsync_path, replace_durably, temp_name
 from geoweave.record import PARQUET_SCHEMA, SIDECAR_SCHEMA, Sample, parquet_table, to_table
 from geoweave.stats import COMPLETE, ShardStats
@@ -108,6 +109,14 @@ def _seal(path: Path) -> str:
     checksum = file_checksum(path)
     fsync_path(path)
     return checksum
+
+
+def write_table(table: pa.Table, path: Path, **options: Any) -> None:
+    """``pq.write_table`` through a 1 MiB buffer: one system call per MiB instead of one per
+    page and footer part (about 260 for a sidecar of 256 rows)."""
+    fs = pafs.LocalFileSystem()
+    with fs.open_output_stream(str(path), buffer_size=WRITE_BUFFER) as out:
+        pq.write_table(table, out, **options)
 
 
 class ShardWriter:
@@ -197,7 +206,7 @@ class ShardWriter:
         return out
 
     def _write_parquet(self, path: Path) -> None:
-        pq.write_table(
+        write_table(
             parquet_table(self._sidecar_table(), self.rows, self.kept, self.images),
             path,
             # JPEG and deflated GeoTIFF bytes neither compress nor repeat: spare the work
@@ -208,7 +217,7 @@ class ShardWriter:
         )
 
     def _write_sidecar(self, path: Path) -> None:
-        pq.write_table(self._sidecar_table(), path)
+        write_table(self._sidecar_table(), path)
 
     def _sidecar_table(self) -> pa.Table:
         """Every row's metadata as the sidecar's table (made once: the Parquet shard's table is
