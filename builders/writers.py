@@ -111,7 +111,7 @@ def _seal(path: Path) -> str:
     return checksum
 
 
-def write_table(table: pa.Table, path: Path, **options: Any) -> None:
+def write_buffered(table: pa.Table, path: Path, **options: Any) -> None:
     """``pq.write_table`` through a 1 MiB buffer: one system call per MiB instead of one per
     page and footer part (about 260 for a sidecar of 256 rows)."""
     fs = pafs.LocalFileSystem()
@@ -206,7 +206,7 @@ class ShardWriter:
         return out
 
     def _write_parquet(self, path: Path) -> None:
-        write_table(
+        write_buffered(
             parquet_table(self._sidecar_table(), self.rows, self.kept, self.images),
             path,
             # JPEG and deflated GeoTIFF bytes neither compress nor repeat: spare the work
@@ -217,7 +217,7 @@ class ShardWriter:
         )
 
     def _write_sidecar(self, path: Path) -> None:
-        write_table(self._sidecar_table(), path)
+        write_buffered(self._sidecar_table(), path)
 
     def _sidecar_table(self) -> pa.Table:
         """Every row's metadata as the sidecar's table (made once: the Parquet shard's table is
