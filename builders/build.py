@@ -48,6 +48,7 @@ from geoweave.manifests.manifest_builder import ManifestBuilder
 from geoweave.manifests.passes import run_passes
 from geoweave.protocols import ImagerySource
 from geoweave.registry import CAPTIONERS, FILTERS, QUESTION_GENERATORS, load_plugins
+from geoweave.sources.checksum_cache import CHECKSUM_CACHE, ChecksumCache
 from geoweave.sources.checksums import InputChecksums
 from geoweave.sources.rasters import streaming_block_cache
 from geoweave.stats import COMPLETE, ShardStats
@@ -75,7 +76,8 @@ def prepare(recipe: Recipe, out_dir: Path) -> tuple[BuildContext, Plan, InputChe
     sources = [open_imagery(c) for c in recipe.imagery]
     for c, src in zip(recipe.imagery, sources, strict=True):
         log.info("imagery %s (%s): %s, %g m", src.name, c.type, src.crs, src.res_m)
-    inputs = InputChecksums()
+    checksums = ChecksumCache(cache_root(recipe) / CHECKSUM_CACHE)
+    inputs = InputChecksums(checksums, verify=recipe.execution.verify_inputs)
     for c in recipe.imagery:
         if c.path:
             inputs.hash(c.path)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import Future
 from pathlib import Path
+
+from geoweave.sources.checksum_cache import ChecksumCache
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -44,14 +47,31 @@ class InputChecksums:
     copy a running thread). ``result()`` waits for all of them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache: ChecksumCache | None = None, verify: bool = False) -> None:
+        """``cache``: checksums of earlier builds, taken while a file is unchanged (``verify``:
+        hash every file anyway); this build's are added to it."""
         self._paths: dict[str, Path] = {}
         self._pending: dict[str, Future[str]] = {}
         self._known: dict[str, str] = {}
+        self._stats: dict[str, os.stat_result] = {}
+        self._cache, self._verify = cache, verify
 
     def hash(self, path: Path) -> None:
-        """Note ``path`` to be hashed."""
-        self._paths.setdefault(str(path), path)
+        """Note ``path`` to be hashed (or take its checksum from the cache)."""
+        key = str(path)
+        if key in self:
+            return
+        try:
+            st = path.stat()
+        except OSError:  # hashing it will say what is wrong
+            st = None
+        cached = self._cache.get(path, st) if self._cache and st and not self._verify else None
+        if cached:
+            self._known[key] = cached
+            return
+        self._paths[key] = path
+        if st is not None:
+            self._stats[key] = st
 
     def start(self) -> None:
         """Start hashing on a background thread (once)."""
@@ -73,10 +93,15 @@ class InputChecksums:
         return key in self._known or key in self._paths
 
     def result(self) -> dict[str, str]:
-        """Every checksum, by path; waits for the ones still being computed."""
+        """Every checksum, by path; waits for the ones still being computed, and keeps them in
+        the cache."""
         self.start()
         out = dict(self._known)
         out.update({k: f.result() for k, f in self._pending.items()})
+        if self._cache is not None:
+            for key, st in self._stats.items():
+                self._cache.put(self._paths[key], st, out[key])
+            self._cache.save()
         return out
 
 
@@ -85,7 +110,6 @@ def _lowest_priority() -> None:
     are for the run record, needed only at the end, so they take the CPU that Ray's start, the
     early workers and the shards leave idle."""
     import contextlib
-    import os
     import threading
 
     # not Linux: the thread runs at the process's priority
