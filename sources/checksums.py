@@ -44,7 +44,8 @@ class InputChecksums:
     Hashing a 1.7 GB mosaic takes about a second; it runs beside the shard work instead of
     before it (``hashlib`` releases the GIL). ``hash`` only notes a file: the thread starts at
     ``start()``, which the executor calls after it has forked its early worker (a fork must not
-    copy a running thread). ``result()`` waits for all of them.
+    copy a running thread). ``result()`` waits for all of them. With a ``ChecksumCache``, a file
+    unchanged since an earlier build (size, mtime, inode) is not hashed again.
     """
 
     def __init__(self, cache: ChecksumCache | None = None, verify: bool = False) -> None:
