@@ -65,11 +65,12 @@ def _from_parquet(path: Path, keys: set[str]) -> dict[str, bytes]:
         return {}
     wanted, out = pa.array(sorted(keys), pa.string()), {}
     for group in range(shard.num_row_groups):
-        mask = pc.is_in(shard.read_row_group(group, columns=["key"])["key"], value_set=wanted)
+        names = shard.read_row_group(group, columns=["key"])["key"]
+        mask = pc.is_in(names, value_set=wanted)
         if not pc.any(mask).as_py():
             continue
-        table = shard.read_row_group(group, columns=["key", IMAGE_COLUMN]).filter(mask)
-        rows = zip(table["key"].to_pylist(), table[IMAGE_COLUMN].to_pylist(), strict=True)
+        images = shard.read_row_group(group, columns=[IMAGE_COLUMN])[IMAGE_COLUMN].filter(mask)
+        rows = zip(names.filter(mask).to_pylist(), images.to_pylist(), strict=True)
         out.update({k: v for k, v in rows if v})
     return out
 
