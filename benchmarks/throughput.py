@@ -15,6 +15,7 @@ window reads cut exactly the tiles geoweave plans.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import multiprocessing
@@ -145,9 +146,8 @@ def size_figures(mosaic: Mosaic, size: int, new_format: bool | None) -> dict[str
     planned, _ = plan(path)
     r: dict[str, Any] = {"size_px": size, "expected_tiles": expected, "planned_tiles": planned,
                          "new_filter_format": new_format}  # fmt: skip
-    r["floor"] = phase(
-        f"floor {size} px", lambda: floor(mosaic.image, size, OUT / "floor", JPEG_QUALITY)
-    )
+    one_floor = functools.partial(floor, mosaic.image, size, OUT / "floor", JPEG_QUALITY)
+    r["floor"] = phase(f"floor {size} px", one_floor)
     r["floor_2"] = phase(
         f"floor {size} px, 2 processes",
         lambda: floor_processes(mosaic.image, size, OUT / "floor", JPEG_QUALITY, 2),
@@ -160,10 +160,7 @@ def size_figures(mosaic: Mosaic, size: int, new_format: bool | None) -> dict[str
     )
     # The machine's speed drifts by 10-30% over minutes: the floor again after the builds, and
     # the ratios against the two together.
-    r["floor_after"] = phase(
-        f"floor {size} px, after the builds",
-        lambda: floor(mosaic.image, size, OUT / "floor", JPEG_QUALITY),
-    )
+    r["floor_after"] = phase(f"floor {size} px, after the builds", one_floor)
     derive(r)
     return r
 
