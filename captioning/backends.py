@@ -54,7 +54,10 @@ class LLMOptions(BaseModel):
     max_tokens: int = Field(96, ge=1, le=4096)
     seed: int | None = 0
     concurrency: int = Field(8, ge=1, le=256, description="requests in flight per worker")
-    timeout_s: float = Field(60, gt=0)
+    timeout_s: float = Field(60, gt=0, description="seconds for one request")
+    load_timeout_s: float = Field(
+        900, gt=0, description="model actors: seconds to wait for the model to load, once"
+    )
     retries: int = Field(3, ge=0, le=10)
     fallback: Literal["none", "templates"] = Field(
         "none", description="templates: template text, with a note, when the LLM fails"
@@ -143,7 +146,7 @@ class _LocalModel:
         self.spec.check()
         self.opts = opts
         self.pool = (
-            ActorPool(self.spec, opts.actors, opts.num_gpus, opts.timeout_s)
+            ActorPool(self.spec, opts.actors, opts.num_gpus, opts.timeout_s, opts.load_timeout_s)
             if opts.actors and ray_running()
             else None
         )

@@ -73,7 +73,9 @@ class LLMCaptioner:
         the cluster's resources and started before any shard task."""
         if not opts.uses_ray_services:
             return None
-        pool = ActorPool(opts.spec(), opts.actors, opts.num_gpus, opts.timeout_s)
+        pool = ActorPool(
+            opts.spec(), opts.actors, opts.num_gpus, opts.timeout_s, opts.load_timeout_s
+        )
         pool.start()
         return pool
 

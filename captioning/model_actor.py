@@ -31,6 +31,10 @@ class _ModelActor:
     def batches(self) -> int:
         return self.batcher.batches
 
+    def ready(self) -> bool:
+        """Answers once ``__init__`` (the model's load) is done."""
+        return True
+
     def resources(self) -> dict[str, float]:
         """What Ray gave this actor (``{"GPU": 1.0}`` with ``num_gpus: 1``)."""
         import ray
@@ -44,13 +48,21 @@ def actor_name(spec: ModelSpec, i: int) -> str:
 
 
 class ActorPool:
-    """``chat`` on one of ``n`` named model actors, round robin."""
+    """``chat`` on one of ``n`` named model actors, round robin.
 
-    def __init__(self, spec: ModelSpec, n: int, num_gpus: float, timeout_s: float) -> None:
+    ``timeout_s`` bounds one request; the model's load (the actor's process start, imports and
+    weights: minutes for a large model) is waited for first, once per actor and process, for
+    up to ``load_timeout_s``, so a request is never timed out by the load ahead of it."""
+
+    def __init__(
+        self, spec: ModelSpec, n: int, num_gpus: float, timeout_s: float, load_timeout_s: float
+    ) -> None:
         self.spec, self.n, self.num_gpus, self.timeout_s = spec, n, num_gpus, timeout_s
+        self.load_timeout_s = load_timeout_s
         self._next = itertools.count()
         self._lock = threading.Lock()
         self._handles: dict[int, Any] = {}
+        self._ready: set[int] = set()  # actors seen loaded by this process
 
     def _handle(self, i: int, fresh: bool = False) -> Any:
         import ray
@@ -65,7 +77,25 @@ class ActorPool:
                     max_concurrency=max(8, self.spec.batch_size * 4),
                 )
                 self._handles[i] = cls.remote(self.spec)
+                self._ready.discard(i)
             return self._handles[i]
+
+    def _wait_loaded(self, i: int, handle: Any) -> None:
+        """Block until actor ``i`` has loaded its model (once per actor and process)."""
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        if i in self._ready:
+            return
+        try:
+            ray.get(handle.ready.remote(), timeout=self.load_timeout_s)
+        except GetTimeoutError:
+            raise LLMError(
+                f"the model actor {actor_name(self.spec, i)} did not load {self.spec.path} in "
+                f"{self.load_timeout_s:g} s (captions.load_timeout_s)",
+                retryable=True,  # the service is down: the shard fails, to be retried later
+            ) from None
+        self._ready.add(i)
 
     def start(self) -> None:
         """Check that the cluster can hold the actors, then create them (the driver does
@@ -97,6 +127,7 @@ class ActorPool:
         for attempt in range(2):
             try:
                 handle = self._handle(i, fresh=attempt > 0)
+                self._wait_loaded(i, handle)
                 reply: dict[str, Any] = ray.get(handle.chat.remote(payload), timeout=self.timeout_s)
                 return reply
             except RayActorError as e:  # died: its node was lost; make it again, once
@@ -105,7 +136,8 @@ class ActorPool:
                 raise LLMError(f"the model actor failed: {e.cause}", retryable=False) from None
             except GetTimeoutError:
                 raise LLMError(
-                    f"the model actor gave no answer in {self.timeout_s:g} s", retryable=False
+                    f"the model actor gave no answer in {self.timeout_s:g} s (captions.timeout_s)",
+                    retryable=False,
                 ) from None
         raise LLMError(why, retryable=True)
 

@@ -57,7 +57,7 @@ def _start(log: Path, timeout: float) -> Server:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = [exe, "serve", str(model), "--continuous-batching", "--host", "127.0.0.1",
-           "--port", str(port), "--device", "cpu"]  # fmt: skip
+           "--port", str(port), "--device", "cpu", "--dtype", "float32"]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip

@@ -150,5 +150,24 @@ def test_model_actors_on_ray_hold_the_gpu_and_serve_every_shard_task(tmp_path: P
         assert rows
         for r in rows:
             assert [(c["model"], c["note"]) for c in r["captions"]] == [(NAME, None)] * 3
+        _a_request_timeout_does_not_count_the_model_load()
     finally:
         ray.shutdown()
+
+
+def _a_request_timeout_does_not_count_the_model_load() -> None:
+    """On the running Ray: a new actor's load (process start, torch, weights: seconds) is
+    waited for apart from ``timeout_s``; a load longer than ``load_timeout_s`` is a service
+    fault (retryable: the shard is retried later), named by its field."""
+    from geoweave.captioning.model_actor import ActorPool
+    from geoweave.captioning.openai_client import LLMError
+
+    spec = ModelSpec(convert(MODEL_DIR), batch_size=1)  # a new actor name: a fresh load
+    ask = {"messages": [{"role": "user", "content": "ok"}], "max_tokens": 1, "temperature": 0}
+    t = time.perf_counter()
+    with pytest.raises(LLMError, match=r"did not load .* in 0.2 s \(captions.load_timeout_s") as e:
+        ActorPool(spec, 1, 0, timeout_s=1, load_timeout_s=0.2).chat(ask)
+    assert e.value.retryable
+    reply = ActorPool(spec, 1, 0, timeout_s=1, load_timeout_s=600).chat(ask)  # the same actor
+    assert reply["usage"]["completion_tokens"] == 1
+    assert time.perf_counter() - t > 1  # the load took longer than timeout_s: not timed out

@@ -27,7 +27,7 @@ def test_server_killed_mid_shard_then_rerun_repeats_no_answered_request(tmp_path
 
     cache = tmp_path / "cache"
     first = llm_server.start(tmp_path / "first.log")
-    recipe = _recipe(tmp_path / "out", first, cache, max_tokens=48)
+    recipe = _recipe(tmp_path / "out", first, cache)
     ctx, plan, _ = prepare(recipe, recipe.output.dir)
     recipe.output.dir.mkdir()
 
@@ -50,7 +50,7 @@ def test_server_killed_mid_shard_then_rerun_repeats_no_answered_request(tmp_path
 
     second = llm_server.start(tmp_path / "second.log")
     try:
-        rows = shard_rows(_recipe(tmp_path / "out", second, cache, max_tokens=48))
+        rows = shard_rows(_recipe(tmp_path / "out", second, cache))
         stored = len(list(cache.rglob("*.json")))
         assert second.completions() == 1 + (stored - answered)  # preflight + the rest
     finally:
