@@ -30,7 +30,7 @@ from geoweave.builders.worker_state import label_licenses, open_sources, settle_
 from geoweave.builders.writers import ShardWriter
 from geoweave.errors import ShardError
 from geoweave.protocols import Filter, TileDescription
-from geoweave.qa.image_hash import hashes_of_grey
+from geoweave.qa.image_hash import hashes_of_grey, hashes_of_greys
 from geoweave.qa.pixels import grey_sum_of
 from geoweave.record import Sample, is_upsampled
 from geoweave.registry import CAPTIONERS, FILTERS, QUESTION_GENERATORS
@@ -124,7 +124,7 @@ class ShardPipeline:
             ("image_filters", lambda: apply_filters(samples, self.image_filters)),
             ("text", lambda: self.text(samples)),
             ("text_filters", lambda: apply_filters(samples, self.text_filters)),
-            ("encode", lambda: _each("encode", samples, self._encode)),
+            ("encode", lambda: self.encode(samples)),
         ]
         for name, stage in stages:
             t = time.perf_counter()
@@ -216,11 +216,24 @@ class ShardPipeline:
         except Exception as e:
             return [e] * len(batch)
 
+    def encode(self, samples: Sequence[Sample]) -> None:
+        """The perceptual hashes of the live tiles in one batch (for the near-duplicate
+        pass, from the grey the image filters computed), then each tile's JPEG."""
+        live = [s for s in samples if s.kept]
+        try:
+            hashes = hashes_of_greys([grey_sum_of(s) for s in live])
+        except Exception:  # hashed tile by tile in ``_encode``: an error rejects only its tile
+            pass
+        else:
+            for s, (phash, dhash) in zip(live, hashes, strict=True):
+                s.phash, s.dhash = phash, dhash
+        _each("encode", live, self._encode)
+
     def _encode(self, s: Sample) -> None:
         cfg, _ = self.imagery[s.tile.source]
         s.jpeg = encode_jpeg(s.rgb, self.recipe.output.jpeg_quality)
-        # for the near-duplicate pass, from the grey the image filters computed
-        s.phash, s.dhash = hashes_of_grey(grey_sum_of(s))  # of the preview
+        if s.phash is None:
+            s.phash, s.dhash = hashes_of_grey(grey_sum_of(s))  # of the preview
         if cfg.keep_bands:
             s.bands_tif = encode_geotiff(s.data, s.tile)
         s.drop_pixels()

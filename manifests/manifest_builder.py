@@ -21,9 +21,14 @@ log = logging.getLogger("geoweave")
 
 LOAD_BATCH = 16  # sidecars per INSERT
 # Rows the loader thread writes to the database file (a checkpoint) once it has this many
-# unwritten and nothing queued: the checkpoint of 36,864 rows took the manifest's finish
-# 0.15 s after the shards; done while they run it costs the driver's idle CPU instead.
-CHECKPOINT_ROWS = 8192
+# unwritten and nothing queued: one of DuckDB's row groups (122,880 rows), so a checkpoint
+# writes whole row groups and never rewrites a growing one. With a checkpoint every 8,192
+# rows, loading 144 sidecars of 256 rows cost 4.6 CPU-seconds (1.9 of them checkpoints)
+# beside the shard workers, against 1.9 with one checkpoint at the end (0.2 s).
+CHECKPOINT_ROWS = 122_880
+# DuckDB threads of the loader while the shards run: it shares the CPUs with the workers,
+# and one thread loads the same rows in less CPU time (2.6 s against 4.6 with two, above).
+LOADER_THREADS = 1
 # Up to this many rows the corpus passes read the manifest's loaded copy (``pass_rows``): on
 # 36,864 rows in 144 sidecars they took 0.3-0.5 s instead of 0.6-0.8. On 1.1M rows in 220
 # sidecars both took 17 s, and the passes in the manifest's database peaked 190 MB higher
@@ -75,6 +80,7 @@ class ManifestBuilder:
         """Load queued sidecars, several per statement when they arrive together, until the
         ``None`` that ``_stop`` sends."""
         try:
+            self._connect().execute(f"SET threads = {LOADER_THREADS}")
             done = False
             while not done:
                 batch = [self._queue.get()]
@@ -112,11 +118,14 @@ class ManifestBuilder:
             self._loaded.update(stamps)
 
     def _join(self) -> None:
-        """Stop the loader thread once the queue is loaded."""
+        """Stop the loader thread once the queue is loaded; the connection gets back all
+        its threads (the passes and the other tables run after the shards)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+            if self._con is not None and self._error is None:
+                self._con.execute("RESET threads")
 
     def sidecar_rows(self) -> duckdb.DuckDBPyConnection:
         """The connection whose table ``samples`` holds every sidecar on disk, loaded now if

@@ -33,6 +33,7 @@ with ``scale: none`` is 255 wherever its value exceeds 255 (the plan warns of th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
@@ -131,19 +132,48 @@ class CloudFilter:
 
 
 def smooth_where(total: np.ndarray, candidates: np.ndarray, max_texture: float) -> np.ndarray:
-    """``pixels.smooth(total, max_texture)`` (``total`` the grey sum), computed only over the
-    box holding the candidate pixels (plus the one-pixel ring their 3 x 3 neighbourhoods need);
-    False outside the box. Equal to the whole-tile result at every candidate (a few bright
-    roofs cost a few pixels, not the tile): inside the tile a neighbourhood reads real pixels,
-    at the tile's edges the box's edge padding is the tile's."""
-    ys, xs = np.flatnonzero(candidates.any(axis=1)), np.flatnonzero(candidates.any(axis=0))
-    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-    ya, xa = max(y0 - 1, 0), max(x0 - 1, 0)
-    yb, xb = min(y1 + 1, total.shape[0]), min(x1 + 1, total.shape[1])
-    flat = smooth(total[ya:yb, xa:xb], max_texture)
-    out = np.zeros(candidates.shape, dtype=bool)
-    out[y0:y1, x0:x1] = flat[y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    """``pixels.smooth(total, max_texture)`` (``total`` the grey sum) at the candidate pixels:
+    equal to the whole-tile result at every candidate (elsewhere False, or the texture inside
+    the box; the filter ANDs it with the candidates).
+
+    Few candidates (a median 42 of 16,384 on the benchmark mosaic, where 6 tiles in 10 have
+    some): each candidate's 3 x 3 neighbourhood is gathered (``smooth_at``). Many: the texture
+    over the box holding them plus the one-pixel ring their neighbourhoods need (inside the
+    tile a neighbourhood reads real pixels, at the tile's edges the box's edge padding is the
+    tile's)."""
+    h, w = candidates.shape
+    flat = np.flatnonzero(candidates)  # 10x faster than a 2-D np.nonzero
+    ys, xs = np.divmod(flat, w)
+    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs.min()), int(xs.max()) + 1
+    if flat.size <= SPARSE_BASE + (y1 - y0 + 2) * (x1 - x0 + 2) // SPARSE_PER_BOX_PX:
+        out = np.zeros(h * w, dtype=bool)
+        out[flat] = smooth_at(total, ys, xs, max_texture)
+        return out.reshape(h, w)
+    out = np.zeros((h, w), dtype=bool)
+    ya, xa, yb, xb = max(y0 - 1, 0), max(x0 - 1, 0), min(y1 + 1, h), min(x1 + 1, w)
+    box = smooth(total[ya:yb, xa:xb], max_texture)
+    out[y0:y1, x0:x1] = box[y0 - ya : y1 - ya, x0 - xa : x1 - xa]
     return out
+
+
+# Gathering costs about 35 us + 0.23 us a candidate, the box texture 95 us + 4 ns a pixel of
+# the box (numpy 2.2, 2-core EPYC): gathering is the cheaper up to 256 + box / 64 candidates.
+SPARSE_BASE, SPARSE_PER_BOX_PX = 256, 64
+_STEPS = np.array([-1, 0, 1])
+
+
+def smooth_at(total: np.ndarray, ys: np.ndarray, xs: np.ndarray, max_texture: float) -> np.ndarray:
+    """``pixels.smooth`` at the pixels (ys, xs) only: each one's 3 x 3 neighbourhood of the
+    grey sum (edges repeated: the indices are clamped to the tile), the same exact integer
+    test (729 var = 9 sum(s^2) - (sum s)^2, compared with the smallest integer >= 729 t^2)."""
+    h, w = total.shape
+    rows = np.minimum(np.maximum(ys[:, None] + _STEPS, 0), h - 1)  # (k, 3); np.clip: 5x slower
+    cols = np.minimum(np.maximum(xs[:, None] + _STEPS, 0), w - 1)
+    index = (rows * w)[:, :, None] + cols[:, None, :]  # (k, 3, 3) flat indices
+    hood = total.ravel()[index.reshape(len(ys), 9)].astype(np.int64)
+    s1 = hood.sum(axis=1)
+    var729 = 9 * (hood * hood).sum(axis=1) - s1 * s1
+    return var729 < math.ceil(729 * max_texture * max_texture)
 
 
 class SaturationOptions(BaseModel):

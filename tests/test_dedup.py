@@ -243,3 +243,18 @@ def test_near_pairs_equal_every_pair_compared(
     assert got["dp"].to_pylist() == dp[a, b].tolist() and got["dd"].to_pylist() == dd[a, b].tolist()
     assert len(a) > 150  # the planted pairs within both distances, and any chance ones
     assert dedup.near_pairs(ph[:0], dh[:0], opts).num_rows == 0
+
+
+def test_hashes_of_a_batch_equal_the_hashes_one_at_a_time() -> None:
+    """The encode stage hashes a shard's tiles as one stack per shape: the same bits as each
+    tile alone, whatever the order and mix of sizes (sides that divide by 32 and not)."""
+    from geoweave.qa.image_hash import hashes_of_grey, hashes_of_greys
+    from geoweave.qa.pixels import grey_sum
+
+    rng = np.random.default_rng(4)
+    sides = rng.choice([20, 32, 100, 128], 120)
+    totals = [grey_sum(rng.integers(0, 256, (s, s, 3), np.uint8)) for s in sides]
+    batch = hashes_of_greys(totals)
+    assert batch == [hashes_of_grey(t) for t in totals]
+    assert len(set(batch)) == len(totals)  # random images: no two alike
+    assert hashes_of_greys([]) == []

@@ -482,21 +482,29 @@ def test_garbage_share_of_ascii_text_is_the_per_character_rule() -> None:
 
 
 def test_cloud_texture_over_the_candidates_box_equals_the_whole_tile() -> None:
-    """``smooth_where`` computes the 3 x 3 texture only over the box of bright, white pixels:
-    at every candidate it says what the whole-tile texture says (edges included); the filter
-    ANDs it with the candidates."""
-    from geoweave.qa.image_quality import smooth_where
+    """``smooth_where`` computes the 3 x 3 texture only at the bright, white pixels (gathered
+    when they are few, over their box when many): at every candidate it says what the
+    whole-tile texture says (edges included); the filter ANDs it with the candidates."""
+    from geoweave.qa.image_quality import SPARSE_BASE, SPARSE_PER_BOX_PX, smooth_at, smooth_where
 
     rng = np.random.default_rng(0)
+    paths = {"gathered": 0, "box": 0}
     for _ in range(2000):
-        h, w = (int(v) for v in rng.integers(1, 40, 2))
-        total = grey_sum(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        h, w = (int(v) for v in rng.integers(1, 80, 2))
+        total = grey_sum(rng.integers(150, 256, (h, w, 3), dtype=np.uint8))
         candidates = rng.random((h, w)) < rng.choice([0.005, 0.05, 0.5])
         candidates[rng.integers(h), rng.integers(w)] = True
         whole = smooth(total, 12)
         fast = smooth_where(total, candidates, 12)
         assert (fast[candidates] == whole[candidates]).all()
         assert not fast[~candidates & ~whole].any()
+        ys, xs = np.nonzero(candidates)
+        box = (ys.max() - ys.min() + 3) * (xs.max() - xs.min() + 3)
+        paths["gathered" if ys.size <= SPARSE_BASE + box // SPARSE_PER_BOX_PX else "box"] += 1
+        every = np.nonzero(np.ones((h, w), dtype=bool))
+        assert (smooth_at(total, *every, 12) == whole.ravel()).all()
+    assert min(paths.values()) > 200, paths  # both ways of computing it were exercised
+    assert 0 < int(smooth(total, 12).sum()) < total.size  # the data has smooth and rough pixels
 
 
 def test_saturated_fraction_fast_path_for_tiles_without_0_or_255() -> None:
