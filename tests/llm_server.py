@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoweave.captioning.local_model import cpu_has_bf16
 from tests.conftest import free_port
 from tests.data.smollm2_model import convert
 
@@ -57,7 +58,8 @@ def _start(log: Path, timeout: float) -> Server:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = [exe, "serve", str(model), "--continuous-batching", "--host", "127.0.0.1",
-           "--port", str(port), "--device", "cpu", "--dtype", "float32"]  # fmt: skip
+           "--port", str(port), "--device", "cpu",
+           "--dtype", "auto" if cpu_has_bf16() else "float32"]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip
