@@ -115,5 +115,27 @@ def smooth(total: np.ndarray, max_texture: float) -> np.ndarray:
     s2 *= 9
     s1 *= s1
     s2 -= s1  # >= 0 (Cauchy-Schwarz)
-    limit = math.ceil(729 * max_texture * max_texture)
+    limit = texture_limit(max_texture)
     return s2 < limit if limit < 2**32 else np.ones(total.shape, dtype=bool)
+
+
+def texture_limit(max_texture: float) -> int:
+    """The smallest integer >= 729 t^2: 729 var(grey) of a 3 x 3 neighbourhood is below it
+    exactly when the grey level's standard deviation there is below ``max_texture``."""
+    return math.ceil(729 * max_texture * max_texture)
+
+
+_STEPS = np.array([-1, 0, 1])
+
+
+def smooth_at(total: np.ndarray, ys: np.ndarray, xs: np.ndarray, max_texture: float) -> np.ndarray:
+    """``smooth`` at the pixels (ys, xs) only: each one's 3 x 3 neighbourhood of the grey sum
+    gathered (edges repeated: the indices are clamped to the tile), the same exact test."""
+    h, w = total.shape
+    rows = np.minimum(np.maximum(ys[:, None] + _STEPS, 0), h - 1)  # (k, 3); np.clip: 5x slower
+    cols = np.minimum(np.maximum(xs[:, None] + _STEPS, 0), w - 1)
+    index = (rows * w)[:, :, None] + cols[:, None, :]  # (k, 3, 3) flat indices
+    hood = total.ravel()[index.reshape(len(ys), 9)].astype(np.int64)
+    s1 = hood.sum(axis=1)
+    var729 = 9 * (hood * hood).sum(axis=1) - s1 * s1
+    return var729 < texture_limit(max_texture)

@@ -485,7 +485,8 @@ def test_cloud_texture_over_the_candidates_box_equals_the_whole_tile() -> None:
     """``smooth_where`` computes the 3 x 3 texture only at the bright, white pixels (gathered
     when they are few, over their box when many): at every candidate it says what the
     whole-tile texture says (edges included); the filter ANDs it with the candidates."""
-    from geoweave.qa.image_quality import SPARSE_BASE, SPARSE_PER_BOX_PX, smooth_at, smooth_where
+    from geoweave.qa.image_quality import SPARSE_BASE, SPARSE_PER_BOX_PX, smooth_where
+    from geoweave.qa.pixels import smooth_at
 
     rng = np.random.default_rng(0)
     paths = {"gathered": 0, "box": 0}
