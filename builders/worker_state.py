@@ -3,14 +3,17 @@
 Sources (imagery, label indexes and files, land cover) are opened once per worker process and
 reused by every shard it runs; the caches are keyed by the recipe sections' JSON (pydantic
 models with lists do not hash). After its first shard a worker freezes what it holds out of
-the cyclic garbage collector's sight (``settle_process``).
+the cyclic garbage collector's sight (``settle_process``), and its C heap keeps the memory a
+shard frees for the next one (``keep_freed_memory``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import os
+import sys
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -106,6 +109,39 @@ def settle_process() -> None:
         _SETTLED_PID = os.getpid()
 
 
+# glibc's mallopt parameters, and the values a worker sets: freed memory stays in the heap up
+# to 256 MB above its top (M_TRIM_THRESHOLD), and arrays under 4 MB come from the heap, not
+# from a fresh mmap each (M_MMAP_THRESHOLD); larger ones (a shard's blocks) are still mapped,
+# where numpy asks for huge pages (from 4 MB): served from the heap they made the joins slower.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_BYTES, HEAP_BLOCK_MAX = 256 << 20, 4 << 20
+_HEAP_PID: int | None = None
+
+
+def keep_freed_memory() -> None:
+    """Once per worker process (glibc only): keep the memory a shard frees for the next shard.
+
+    A shard allocates about 50 MB of arrays per 256 tiles of 128 px (tile copies, planes, grey
+    sums, JPEG buffers) and frees them at its end. By default glibc hands the freed top of its
+    heap, and every block above its dynamic mmap threshold, back to the kernel, so the next
+    shard's arrays fault their pages in again: about half the time of a tile copy on the
+    benchmark's VM. Kept, the next shard reuses faulted pages: the read stage 30% faster, a
+    128 px shard about 8% (in-process A/B on the benchmark mosaic). A worker's RSS stays at
+    its largest shard's.
+    Left alone when the environment tunes malloc itself (``MALLOC_*_``, ``GLIBC_TUNABLES``).
+    """
+    global _HEAP_PID
+    if os.getpid() == _HEAP_PID or not sys.platform.startswith("linux"):
+        return
+    _HEAP_PID = os.getpid()
+    if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to tune
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+        libc.mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_MAX)
+
+
 class WorkerSources(NamedTuple):
     """What a shard reads from, as this process keeps it open: each imagery source with its
     recipe entry by name, the label sources, the land cover and its rasters by date."""
@@ -120,6 +156,7 @@ def open_sources(recipe: Recipe, index_dirs: tuple[str, ...]) -> WorkerSources:
     """The recipe's plugins and the built-in components loaded, and every source open (once
     per process: the ``open_*`` functions cache)."""
     streaming_block_cache()  # a worker on another node: before its first block read
+    keep_freed_memory()
     load_plugins(recipe.plugins)  # a worker process starts without the recipe's plugins
     import geoweave.builders.components  # noqa: F401  (registers the built-ins)
 

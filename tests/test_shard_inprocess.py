@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -94,6 +95,41 @@ def test_a_worker_freezes_its_long_lived_objects_once(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "True", "True"]
 
+
+_SHARD_LIKE = (
+    "import os, resource, sys, numpy as np\n"
+    "from geoweave.builders.worker_state import keep_freed_memory\n"
+    "if sys.argv[1] == 'keep': keep_freed_memory()\n"
+    "def shard():  # 200 arrays of 256 KB, touched, all freed at the end: a shard's pattern\n"
+    "    arrays = [np.ones(256 << 10, np.uint8) for _ in range(200)]\n"
+    "    del arrays\n"
+    "shard()\n"
+    "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+    "shard()\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+)
+
+
+def test_a_worker_keeps_the_memory_a_shard_frees_for_the_next_one() -> None:
+    """``keep_freed_memory`` (each worker, before its first shard): a second shard's arrays
+    reuse the pages the first one freed instead of faulting fresh ones in (glibc on Linux).
+    Counted by minor page faults, in fresh interpreters: 50 MB is 12,800 pages of 4 KB."""
+    import subprocess
+    import sys
+
+    def faults(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+        done = subprocess.run(
+            [sys.executable, "-c", _SHARD_LIKE, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        return int(done.stdout)
+
+    assert faults("default") > 6000  # glibc handed the freed heap top back to the kernel
+    assert faults("keep") < 1000
 
 def test_a_join_error_rejects_only_its_own_tile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
