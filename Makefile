@@ -43,7 +43,7 @@ lint: setup $(LS_VENV)/bin/label-studio chromium
 	$(BIN)/mypy geoweave builders sources captioning qa manifests benchmarks
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: setup
 	$(BIN)/python benchmarks/run.py

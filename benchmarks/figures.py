@@ -74,7 +74,7 @@ def shard_groups(recipe_path: Path) -> tuple[Any, dict[int, list[Any]]]:
 
 
 def osm_index(recipe: Any) -> Any:
-    from geoweave.builders.build import cache_root
+    from geoweave.builders.prepare import cache_root
     from geoweave.sources.osm import build_osm_index
 
     return build_osm_index(PBF, cache_root(recipe) / "osm", recipe.labels.tag_keys)

@@ -15,7 +15,7 @@ NO_IMAGE_FILTERS = {"min_labels_v1": False, "low_variance_v1": False, "nodata_v1
 def time_first_shard(recipe: dict[str, Any], out: Path) -> tuple[int, float]:
     """(tiles, seconds) of shard 0 of ``recipe`` (a recipe mapping) written under ``out``;
     preparing the inputs and the plan is not timed."""
-    from geoweave.builders.build import prepare
+    from geoweave.builders.prepare import prepare
     from geoweave.builders.recipe import Recipe
     from geoweave.builders.shard import run_shard
 

@@ -211,7 +211,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _plan(recipe: Any) -> int:
-    from geoweave.builders.build import checked_prepare
+    from geoweave.builders.prepare import checked_prepare
 
     _, plan, _ = checked_prepare(recipe.check_components(), recipe.output.dir)
     for (source, gsd, state), n in sorted(plan.counts.items()):

@@ -39,7 +39,7 @@ def shard_rows(recipe: Any, out: Path | None = None) -> list[dict[str, Any]]:
     rows, every planned tile of the shard."""
     import pyarrow.parquet as pq
 
-    from geoweave.builders.build import prepare
+    from geoweave.builders.prepare import prepare
     from geoweave.builders.shard import run_shard
 
     out = out or recipe.output.dir

@@ -188,12 +188,12 @@ def test_bad_grid_crs(tmp_path: Path, cache: Path, crs: str, expected: str) -> N
 def test_unexpected_error_while_checking_inputs_is_bad_input(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import geoweave.builders.build as build_module
+    import geoweave.builders.prepare as prepare_module
 
     def broken(*_args: object) -> None:
         raise KeyError("band_names")
 
-    monkeypatch.setattr(build_module, "plan_tiles", broken)
+    monkeypatch.setattr(prepare_module, "plan_tiles", broken)
     image = rasters.write_rgb(tmp_path / "scene.tif")
     stderr = assert_rejected(tmp_path, cache, write_recipe(tmp_path, image), "KeyError")
     assert "checking the inputs failed" in stderr

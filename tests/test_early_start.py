@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from geoweave.builders.build import prepare
 from geoweave.builders.early import EarlyWorker, ShardQueue
+from geoweave.builders.prepare import prepare
 from geoweave.builders.recipe_files import load_recipe
 from geoweave.builders.shard import run_shard
 from geoweave.builders.writers import is_complete

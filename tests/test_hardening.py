@@ -10,7 +10,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from geoweave.builders.build import prepare
+from geoweave.builders.prepare import prepare
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import run_shard
 from geoweave.builders.writers import ShardWriter

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from geoweave.builders.build import prepare
+from geoweave.builders.prepare import prepare
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import run_shard
 from tests import llm_server

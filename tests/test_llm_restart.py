@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from geoweave.builders.build import prepare
+from geoweave.builders.prepare import prepare
 from geoweave.builders.shard import run_shard
 from tests import llm_server
 from tests.conftest import shard_rows

@@ -54,7 +54,7 @@ def test_a_pass_without_its_marker_is_not_an_overlay(tmp_path: Path) -> None:
 def test_a_plugin_pass_from_the_recipe_lands_in_the_manifest(tmp_path: Path) -> None:
     import yaml
 
-    from geoweave.builders.build import prepare
+    from geoweave.builders.prepare import prepare
     from geoweave.builders.recipe import DEFAULT_PASSES
     from geoweave.builders.recipe_files import load_recipe
     from geoweave.builders.shard import run_shard

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from geoweave.builders.build import prepare
+from geoweave.builders.prepare import prepare
 from geoweave.builders.recipe_files import load_recipe
 from geoweave.builders.shard import run_shard
 from geoweave.errors import FatalError

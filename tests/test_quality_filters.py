@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from geoweave.builders.build import prepare
 from geoweave.builders.plan import plan_tiles
+from geoweave.builders.prepare import prepare
 from geoweave.builders.recipe import DEFAULT_FILTERS, DEFAULT_PASSES, Recipe
 from geoweave.builders.shard import apply_filters, run_shard
 from geoweave.errors import FatalError

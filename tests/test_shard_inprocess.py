@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from geoweave.builders.build import prepare
+from geoweave.builders.prepare import prepare
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import run_shard
 from geoweave.builders.writers import is_complete
@@ -130,6 +130,7 @@ def test_a_worker_keeps_the_memory_a_shard_frees_for_the_next_one() -> None:
 
     assert faults("default") > 6000  # glibc handed the freed heap top back to the kernel
     assert faults("keep") < 1000
+
 
 def test_a_join_error_rejects_only_its_own_tile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

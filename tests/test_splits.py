@@ -16,8 +16,9 @@ import pytest
 import shapely
 import yaml
 
-from geoweave.builders.build import _compare_content, content_fingerprint, prepare
 from geoweave.builders.plan import plan_tiles
+from geoweave.builders.plan_check import compare_content, content_fingerprint
+from geoweave.builders.prepare import prepare
 from geoweave.builders.recipe import Recipe, SplitsConfig
 from geoweave.builders.recipe_files import load_recipe
 from geoweave.builders.shard import run_shard
@@ -196,10 +197,10 @@ def test_a_changed_split_setting_refuses_a_resume(tmp_path: Path) -> None:
     off, on = _recipe(tmp_path), _recipe(tmp_path, splits={"enabled": True})
     other = _recipe(tmp_path, splits={"enabled": True, "block_m": 2000})
     assert "splits" not in content_fingerprint(off)  # a folder built before splits resumes
-    _compare_content(tmp_path, content_fingerprint(on), content_fingerprint(on))
+    compare_content(tmp_path, content_fingerprint(on), content_fingerprint(on))
     for before, now in ((off, on), (on, off), (on, other)):
         with pytest.raises(FatalError, match="differs in splits"):
-            _compare_content(tmp_path, content_fingerprint(before), content_fingerprint(now))
+            compare_content(tmp_path, content_fingerprint(before), content_fingerprint(now))
 
 
 def test_splits_are_off_by_default() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from geoweave.builders.build import prepare
+from geoweave.builders.prepare import prepare
 from geoweave.builders.recipe import Recipe
 from geoweave.errors import FatalError
 from tests.conftest import SF_BAY, shard_rows
