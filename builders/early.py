@@ -1,10 +1,10 @@
 """Shards run while local Ray starts.
 
 Starting a local Ray and its first worker costs seconds (about 4 to 6 on a 2-core laptop),
-longer than a small build's shard work. Instead of waiting, the driver forks one process per
-CPU the build may use (``execution.num_cpus``, else every CPU); they take shards from the same
-queue as the Ray tasks and run them until Ray has returned its first result; then each
-finishes the shard in hand and exits. A shard one took but did not finish (an error, a crash)
+longer than a small build's shard work. Instead of waiting, the driver forks processes, one
+fewer than the CPUs the build may use (``execution.num_cpus``, else every CPU; at least one:
+``executor.early_processes``); they take shards from the same queue as the Ray tasks and run
+them until Ray has returned its first result; then each finishes the shard in hand and exits. A shard one took but did not finish (an error, a crash)
 goes back to the queue and runs on Ray with Ray's retries, so nothing is lost or written twice:
 every shard is handed out exactly once by ``ShardQueue``.
 
@@ -108,7 +108,7 @@ def _nice_as_ray_workers() -> None:
 
 
 class EarlyWorker:
-    """Forked processes (one per CPU the build may use) running shards from a ``ShardQueue``
+    """Forked processes (``executor.early_processes``) running shards from a ``ShardQueue``
     while Ray starts."""
 
     def __init__(

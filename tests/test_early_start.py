@@ -85,6 +85,17 @@ def test_build_with_and_without_the_early_worker(tmp_path: Path, early_start: bo
     assert bool(early) == early_start
 
 
+@pytest.mark.parametrize(
+    ("cpus", "shards", "want"), [(1, 9, 1), (2, 9, 1), (4, 9, 3), (16, 9, 9), (8, 1, 1)]
+)
+def test_one_fewer_early_worker_than_cpus(cpus: int, shards: int, want: int) -> None:
+    """Ray's own start keeps about one CPU busy, so the early workers take the others: at
+    least one (a 1-CPU build's Ray starts beside it), never more than the shards."""
+    from geoweave.builders.executor import early_processes
+
+    assert early_processes(cpus, shards) == want
+
+
 @pytest.mark.parametrize(("env", "want"), [(None, 15), ("7", 7)])
 def test_early_workers_run_at_the_priority_of_ray_workers(
     monkeypatch: pytest.MonkeyPatch, env: str | None, want: int
