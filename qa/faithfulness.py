@@ -111,10 +111,16 @@ def concept(p: str) -> str:
     return SYNONYMS.get(p, p)
 
 
-def broader(p: str) -> set[str]:
+def broader(p: str) -> frozenset[str]:
     """A concept and every concept it is a kind of: "residential road" -> road; "house" ->
     building; a multi-word phrase is also a kind of its last word ("commercial building")."""
-    out, todo = set(), [concept(p)]
+    return _broader(concept(p))
+
+
+@functools.lru_cache(maxsize=8192)  # a tile's labels repeat across a shard; OSM text is open
+def _broader(start: str) -> frozenset[str]:
+    out: set[str] = set()
+    todo = [start]
     while todo:
         c = todo.pop()
         if c in out:
@@ -125,7 +131,7 @@ def broader(p: str) -> set[str]:
         last = c.rsplit(" ", 1)[-1]
         if " " in c and " of " not in c and last in _VOCAB_WORDS:
             todo.append(last)
-    return out
+    return frozenset(out)
 
 
 @functools.cache
@@ -206,15 +212,17 @@ def mentions(text: str, own: Sequence[str] = ()) -> list[str]:
 
 def label_concepts(
     elements: Iterable[LabelElement], landcover: Mapping[str, float]
-) -> dict[str, set[str]]:
+) -> dict[str, frozenset[str]]:
     """Each visible label's phrase -> the concepts it supports (itself and broader ones)."""
-    labels: dict[str, set[str]] = {}
+    labels: dict[str, frozenset[str]] = {}
     for el in elements:
         p = element_phrase(el["tags"])
         if p:
             concepts = broader(p)
             if "building" not in el["tags"] and concept(p).endswith(" building"):
-                concepts = {p, concept(p)}  # amenity=school: a "school", not a "building"
+                concepts = frozenset(
+                    {p, concept(p)}
+                )  # amenity=school: a "school", not a "building"
             labels.setdefault(p, concepts)
     for name, frac in landcover.items():
         if frac >= MIN_LANDCOVER:
@@ -222,7 +230,7 @@ def label_concepts(
     return labels
 
 
-def supported_concepts(labels: Mapping[str, set[str]]) -> set[str]:
+def supported_concepts(labels: Mapping[str, frozenset[str]]) -> set[str]:
     """Every concept the tile's labels support (``label_concepts``' values together)."""
     return set().union(*labels.values()) if labels else set()
 
@@ -234,7 +242,7 @@ def score(
     return score_against(text, label_concepts(elements, landcover))
 
 
-def score_against(text: str, labels: Mapping[str, set[str]]) -> Faithfulness:
+def score_against(text: str, labels: Mapping[str, frozenset[str]]) -> Faithfulness:
     """``score`` with the tile's ``label_concepts`` worked out once for all its captions."""
     supported = supported_concepts(labels)
     found = mentions(text, own=list(labels))

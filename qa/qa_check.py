@@ -54,7 +54,9 @@ def _number(answer: str) -> int | None:
     return None
 
 
-def check_pair(pair: QAPair, sample: Sample, labels: Mapping[str, set[str]]) -> tuple[str, bool]:
+def check_pair(
+    pair: QAPair, sample: Sample, labels: Mapping[str, frozenset[str]]
+) -> tuple[str, bool]:
     """(the check that ran, whether the answer passed it); ``labels`` is the sample's
     ``label_concepts``."""
     q = " ".join(pair["question"].lower().split())
