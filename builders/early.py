@@ -4,9 +4,10 @@ Starting a local Ray and its first worker costs seconds (about 4 to 6 on a 2-cor
 longer than a small build's shard work. Instead of waiting, the driver forks processes, one
 fewer than the CPUs the build may use (``execution.num_cpus``, else every CPU; at least one:
 ``executor.early_processes``); they take shards from the same queue as the Ray tasks and run
-them until Ray has returned its first result; then each finishes the shard in hand and exits. A shard one took but did not finish (an error, a crash)
-goes back to the queue and runs on Ray with Ray's retries, so nothing is lost or written twice:
-every shard is handed out exactly once by ``ShardQueue``.
+them until Ray has returned its first result; then each finishes the shard in hand and exits.
+A shard one took but did not finish (an error, a crash) goes back to the queue and runs on Ray
+with Ray's retries, so nothing is lost or written twice: every shard is handed out exactly
+once by ``ShardQueue``.
 
 Only on Linux (a fork copies the prepared sources and labels for free) and only for a local
 Ray; ``execution.early_start: false`` turns it off.

@@ -220,9 +220,8 @@ def label_concepts(
         if p:
             concepts = broader(p)
             if "building" not in el["tags"] and concept(p).endswith(" building"):
-                concepts = frozenset(
-                    {p, concept(p)}
-                )  # amenity=school: a "school", not a "building"
+                # amenity=school: a "school", not a "building"
+                concepts = frozenset({p, concept(p)})
             labels.setdefault(p, concepts)
     for name, frac in landcover.items():
         if frac >= MIN_LANDCOVER:
