@@ -7,6 +7,7 @@ output folder is touched, so a bad run leaves nothing behind.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import platform
@@ -26,7 +27,7 @@ from geoweave.builders.outdir import (
 from geoweave.builders.plan_check import check_plan, write_plan
 from geoweave.builders.plan_file import Plan
 from geoweave.builders.prepare import checked_prepare
-from geoweave.builders.ray_start import RayStopper, init_ray, ray_shutdown
+from geoweave.builders.ray_start import RayStopper, init_ray, ray_shutdown, thaw_driver_heap
 from geoweave.builders.recipe import Recipe
 from geoweave.builders.shard import BuildContext
 from geoweave.builders.writers import is_complete, sidecar_path
@@ -48,6 +49,14 @@ def build(recipe: Recipe, progress: bool = True, verify: bool = False) -> dict[s
 
     Complete shards of an earlier run are kept (``verify``: only when every checksum holds).
     The output folder is locked for the run."""
+    frozen_before = gc.get_freeze_count()  # the executor freezes the driver's heap
+    try:
+        return _build(recipe, progress, verify)
+    finally:
+        thaw_driver_heap(frozen_before)
+
+
+def _build(recipe: Recipe, progress: bool, verify: bool) -> dict[str, Any]:
     t0 = time.time()
     streaming_block_cache()  # before the input checks read a block
     timings: dict[str, float] = {}  # seconds per phase, in the run record

@@ -18,7 +18,13 @@ from tqdm import tqdm
 
 from geoweave.builders.early import EarlyWorker, ShardQueue
 from geoweave.builders.plan import Plan
-from geoweave.builders.ray_start import init_ray, local_cpus, ray_connected, ray_shutdown
+from geoweave.builders.ray_start import (
+    freeze_driver_heap,
+    init_ray,
+    local_cpus,
+    ray_connected,
+    ray_shutdown,
+)
 from geoweave.builders.recipe import ExecutionConfig
 from geoweave.builders.services import start_services, uses_ray_services
 from geoweave.builders.shard import BuildContext, run_planned_shard
@@ -167,6 +173,7 @@ def run_shards(
     cfg = ctx.recipe.execution
     queue = ShardQueue(shards)
     local = not cfg.ray_address and not ray_connected()
+    freeze_driver_heap()  # before the fork: the early workers inherit it frozen
     early = (
         EarlyWorker(ctx, plan, queue, processes=early_processes(local_cpus(cfg), len(shards)))
         if local
@@ -188,6 +195,7 @@ def run_shards(
         raise
     if timings is not None and started:  # a cluster the caller joined was timed there
         timings["ray_start_s"] = time.time() - t
+    freeze_driver_heap()  # Ray's own modules and client
     bar = tqdm(total=len(shards), unit="shard", disable=not progress, desc=ctx.recipe.name)
     try:
         services = start_services(ctx.recipe)  # noqa: F841  (held alive while shards run)

@@ -137,6 +137,26 @@ def _kill_autoscaler_monitor() -> None:
         log.debug("could not stop Ray's monitor first: %s", e)
 
 
+def freeze_driver_heap() -> None:
+    """Move what the driver holds now (modules, the prepared sources, the plan, Ray's client)
+    out of the cyclic garbage collector's sight, after collecting the young objects: called
+    before the early workers fork and again once Ray is up. ``RayStopper``'s full collection
+    then scans only what the shards left (2 ms against 86 ms on the benchmark's 256 px build,
+    time the corpus passes waited for the GIL), and so does every automatic one meanwhile.
+    ``build`` unfreezes at its end (``thaw_driver_heap``): a library caller's heap is
+    collected as before."""
+    gc.collect(1)
+    gc.freeze()
+
+
+def thaw_driver_heap(frozen_before: int) -> None:
+    """Undo ``freeze_driver_heap`` unless the caller had frozen objects of its own before the
+    build (``frozen_before``: ``gc.get_freeze_count()`` then), which it may rely on staying
+    frozen."""
+    if frozen_before == 0:
+        gc.unfreeze()
+
+
 class RayStopper:
     """Shut down the local Ray that ``run_shards`` started, on a thread, so the corpus passes
     and the manifest (which need no Ray) run meanwhile: ``ray.shutdown`` waits about a second

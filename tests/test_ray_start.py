@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from geoweave.builders.executor import task_result
-from geoweave.builders.ray_start import RayStopper
+from geoweave.builders.ray_start import RayStopper, freeze_driver_heap, thaw_driver_heap
 
 
 def _refs() -> int:
@@ -72,3 +72,23 @@ def test_stopper_collects_before_ray_stops(local_ray: None) -> None:
     stopper = RayStopper()
     assert stopper.join() > 0 and not ray.is_initialized()
     assert _refs() == 0  # the collector is off here: the stopper collected it
+
+
+def test_the_driver_heap_is_frozen_for_the_shards_and_thawed_unless_frozen_before() -> None:
+    """The executor freezes the driver's heap (the stopper's collection then scans only what
+    the shards left); ``build`` thaws it after, but leaves a caller's own freeze alone."""
+    assert gc.get_freeze_count() == 0
+    kept = [[1], {"a": 2}]  # container objects the freeze takes
+    freeze_driver_heap()
+    assert gc.get_freeze_count() > 0
+    thaw_driver_heap(frozen_before=0)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # the caller's own
+    try:
+        mine = gc.get_freeze_count()
+        freeze_driver_heap()
+        thaw_driver_heap(frozen_before=mine)
+        assert gc.get_freeze_count() >= mine > 0
+    finally:
+        gc.unfreeze()
+    assert kept
