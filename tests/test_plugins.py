@@ -113,3 +113,39 @@ def test_unknown_label_source_type_is_named(tmp_path: Path) -> None:
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(FatalError, match=r"labels\.sources\.0: unknown label source 'nope'"):
         load_recipe(tmp_path / "recipe.yaml")
+
+
+def test_every_built_in_is_declared_by_the_module_that_registers_it() -> None:
+    """A built-in's module is imported on first use (``Registry.declare``): each declared name
+    resolves to a class its own module registered, and no registration is left undeclared."""
+    import importlib
+
+    from geoweave.builders.components import BUILT_IN
+
+    for module, (registry, names) in BUILT_IN.items():
+        for name in names:
+            cls = registry.get(name)
+            assert cls.__module__ == module, (name, cls.__module__)
+        importlib.import_module(module)
+    declared = {(r.kind, n) for r, names in BUILT_IN.values() for n in names}
+    registries = {r for r, _ in BUILT_IN.values()}
+    registered = {  # geoweave's own (plugins and tests register under other module names)
+        (r.kind, n) for r in registries for n, c in r._items.items()
+        if c.__module__.startswith("geoweave.")
+    }  # fmt: skip
+    assert registered == declared
+
+
+def test_a_template_recipe_leaves_the_llm_and_remote_sources_unimported(tmp_path: Path) -> None:
+    """Checking a template recipe imports only the components it names."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from geoweave.builders.recipe_files import load_recipe; "
+        f"load_recipe({str(_recipe(tmp_path))!r}); "
+        "print(sorted(m for m in ('geoweave.captioning.llm', 'geoweave.sources.earthengine', "
+        "'geoweave.sources.stac', 'geoweave.captioning.templates') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "['geoweave.captioning.templates']"
