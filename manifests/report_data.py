@@ -9,9 +9,11 @@ only files read besides the manifest are the shards holding the gallery's images
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -19,6 +21,7 @@ from geoweave.manifests.query import open_manifest
 from geoweave.manifests.report_images import gallery_images
 from geoweave.manifests.report_stats import Histogram, histograms
 
+T = TypeVar("T")
 KEPT = "status = 'kept'"
 SQL = {
     "status": "SELECT status, count(*) FROM samples GROUP BY 1 ORDER BY 2 DESC, 1",
@@ -97,33 +100,58 @@ class ReportData:
 def gather(out_dir: Path, seed: int = 0, gallery: int = 24, max_tiles: int = 20000) -> ReportData:
     """Read what the report shows from the build in ``out_dir`` (FatalError without a
     manifest). ``gallery`` kept samples are drawn by ``seed``; at most ``max_tiles``
-    footprints are drawn on the map (a seeded sample of them beyond that)."""
+    footprints are drawn on the map (a seeded sample of them beyond that).
+
+    The three largest reads (histograms, footprints, gallery) run on threads, each on a cursor
+    of its own, beside the small queries: DuckDB releases the GIL (the benchmark's 36,864
+    samples, 2 CPUs: 0.47-0.54 s -> 0.36-0.38 s)."""
     con = open_manifest(out_dir, capped=True)
     try:
-        run = _newest_run(con)
-        footprints, total = _footprints(con, max_tiles)
-        items = _gallery(con, seed, gallery)
-        gallery_images(out_dir, items, _shard_files(con, {i.key: i for i in items}, out_dir))
-        return ReportData(
-            name=str(run.get("name") or out_dir.name),
-            status=dict(_rows(con, SQL["status"])),
-            reasons=_rows(con, SQL["reasons"]),
-            funnel=_rows(con, SQL["funnel"]),
-            shards=_one(con, SQL["shards"]),
-            by_gsd=_rows(con, SQL["by_gsd"]),
-            splits=_rows(con, SQL["splits"]),
-            footprints=footprints,
-            footprints_total=total,
-            area=_area(run),
-            gallery=items,
-            histograms=histograms(con),
-            landcover=_landcover(con),
-            top_tags=_top_tags(con),
-            reviews=_reviews(con),
-            run=run,
-        )
+        with ThreadPoolExecutor(3, thread_name_prefix="report") as pool:
+            hist = pool.submit(_on_cursor, con, histograms)
+            feet = pool.submit(_on_cursor, con, _footprints, max_tiles)
+            items = pool.submit(_on_cursor, con, _gallery_items, out_dir, seed, gallery)
+            run = _newest_run(con)
+            data = ReportData(
+                name=str(run.get("name") or out_dir.name),
+                status=dict(_rows(con, SQL["status"])),
+                reasons=_rows(con, SQL["reasons"]),
+                funnel=_rows(con, SQL["funnel"]),
+                shards=_one(con, SQL["shards"]),
+                by_gsd=_rows(con, SQL["by_gsd"]),
+                splits=_rows(con, SQL["splits"]),
+                footprints=[],
+                footprints_total=0,
+                area=_area(run),
+                gallery=[],
+                histograms=[],
+                landcover=_landcover(con),
+                top_tags=_top_tags(con),
+                reviews=_reviews(con),
+                run=run,
+            )
+            data.footprints, data.footprints_total = feet.result()
+            data.gallery, data.histograms = items.result(), hist.result()
+        return data
     finally:
         con.close()
+
+
+def _on_cursor(con: duckdb.DuckDBPyConnection, read: Callable[..., T], *args: Any) -> T:
+    """``read(cursor, *args)`` on a cursor of its own (a connection per thread)."""
+    cur = con.cursor()
+    try:
+        return read(cur, *args)
+    finally:
+        cur.close()
+
+
+def _gallery_items(
+    con: duckdb.DuckDBPyConnection, out_dir: Path, seed: int, n: int
+) -> list[GalleryItem]:
+    items = _gallery(con, seed, n)
+    gallery_images(out_dir, items, _shard_files(con, {i.key: i for i in items}, out_dir))
+    return items
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[Any]:
