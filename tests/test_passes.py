@@ -267,30 +267,48 @@ def test_passes_over_the_manifests_loaded_rows_equal_passes_over_the_files(
 def test_the_manifest_loader_writes_loaded_rows_to_the_file_while_shards_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With ``CHECKPOINT_ROWS`` rows loaded and nothing queued, the loader thread checkpoints
-    (the write-ahead log is emptied into the database file), so the build's finish does not."""
+    """With nothing queued and as many unwritten rows as are written already (at least
+    ``FIRST_CHECKPOINT_ROWS``), the loader thread checkpoints (the write-ahead log is emptied
+    into the database file), so the build's finish has little left to write."""
     import time
 
     from geoweave.builders.writers import sidecar_path
     from geoweave.manifests import manifest_builder as manifest
 
-    monkeypatch.setattr(manifest, "CHECKPOINT_ROWS", 3)
-    _shard(tmp_path, 0, 2)
-    _shard(tmp_path, 1, 3)
+    monkeypatch.setattr(manifest, "FIRST_CHECKPOINT_ROWS", 3)
+    for shard, rows in enumerate([2, 3, 3, 2]):
+        _shard(tmp_path, shard, rows)
     builder = manifest.ManifestBuilder(tmp_path, "ds")
     builder.start()
     wal = builder.tmp.with_name(builder.tmp.name + ".wal")
-    builder.add(sidecar_path(tmp_path, "ds", 0))
     deadline = time.time() + 10
-    while len(builder._loaded) < 1 and time.time() < deadline:
-        time.sleep(0.01)
-    assert builder._unwritten == 2 and wal.stat().st_size > 0  # 2 rows: below the threshold
-    builder.add(sidecar_path(tmp_path, "ds", 1))
-    while builder._unwritten != 0 and time.time() < deadline:
-        time.sleep(0.01)
-    assert builder._unwritten == 0 and (not wal.exists() or wal.stat().st_size == 0)  # written
+
+    def add(shard: int, unwritten: int) -> None:
+        builder.add(sidecar_path(tmp_path, "ds", shard))
+        while (len(builder._loaded) <= shard or builder._unwritten != unwritten) and (
+            time.time() < deadline
+        ):
+            time.sleep(0.01)
+        assert builder._unwritten == unwritten
+        assert (wal.exists() and wal.stat().st_size > 0) == (unwritten > 0)
+
+    add(0, 2)  # 2 rows: below the first threshold
+    add(1, 0)  # 5 >= 3: written
+    add(2, 3)  # 3 < the 5 written
+    add(3, 0)  # 5: written (10 in all)
     builder.finish()
-    assert len(_keys(tmp_path)) == 5
+    assert len(_keys(tmp_path)) == 10
+
+
+def test_the_loader_checkpoints_double_up_to_a_row_group() -> None:
+    from geoweave.manifests.manifest_builder import CHECKPOINT_ROWS, ManifestBuilder
+
+    builder = ManifestBuilder(Path("/nonexistent"), "ds")
+    seen = []
+    for written in [0, 8_192, 16_384, 32_768, 65_536, CHECKPOINT_ROWS, CHECKPOINT_ROWS + 8_192]:
+        builder.rows, builder._unwritten = written, 0
+        seen.append(builder._checkpoint_rows())
+    assert seen == [8_192, 8_192, 16_384, 32_768, 57_344, 8_192, 8_192]
 
 
 def test_passes_read_the_manifests_rows_up_to_a_size_and_the_files_above(
