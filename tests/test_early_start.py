@@ -96,6 +96,23 @@ def test_one_fewer_early_worker_than_cpus(cpus: int, shards: int, want: int) -> 
     assert early_processes(cpus, shards) == want
 
 
+@pytest.mark.parametrize(
+    ("cpus", "shards", "set_", "want"),
+    [(1, 36, None, 8), (1, 3, None, 8), (2, 36, None, 1), (2, 144, None, 4), (4, 9000, None, 8)]
+    + [(1, 36, 2, 2), (8, 36, 5, 5)],
+)
+def test_shards_per_task_give_several_cpus_16_tasks_each_and_one_cpu_8_shards(
+    cpus: int, shards: int, set_: int | None, want: int
+) -> None:
+    """Several CPUs: at least 16 tasks each (balance at the end), 1 to 8 shards a task. One
+    CPU needs no balance: 8 a task (each wait between tasks costs 6-17 ms). The recipe's
+    ``execution.shards_per_task`` wins."""
+    from geoweave.builders.executor import shards_per_task
+    from geoweave.builders.recipe import ExecutionConfig
+
+    assert shards_per_task(ExecutionConfig(shards_per_task=set_), shards, cpus) == want
+
+
 @pytest.mark.parametrize(("env", "want"), [(None, 15), ("7", 7)])
 def test_early_workers_run_at_the_priority_of_ray_workers(
     monkeypatch: pytest.MonkeyPatch, env: str | None, want: int
