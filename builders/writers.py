@@ -174,6 +174,10 @@ class ShardWriter:
             tmp = self._tmp(suffix)
             write(tmp)
             sealing.append((suffix, tmp, _background().submit(_seal, tmp)))
+        stats = ShardStats.count(self.shard, self.rows, stages)
+        # The rows and images are freed here, while the files are sealed, and in the shard's
+        # own time: left to the writer's end they took 1.2 ms a shard of 256 rows after it.
+        self.rows, self.kept, self.images, self._sidecar = [], [], [], None
         files, checksums, mtimes = {}, {}, {}
         for suffix, tmp, sealed in sealing:  # the stats marker, renamed last, syncs the folder
             final = self.out_dir / f"{self.stem}{suffix}"
@@ -182,7 +186,6 @@ class ShardWriter:
             st = final.stat()
             files[final.name], mtimes[final.name] = st.st_size, st.st_mtime_ns
             crash_point("shard", self.shard)  # files renamed, the stats marker not yet
-        stats = ShardStats.count(self.shard, self.rows, stages)
         stats.files, stats.bytes = files, sum(files.values())
         stats.checksums, stats.mtimes = checksums, mtimes
         for k, v in extra_stats.items():
