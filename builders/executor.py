@@ -242,7 +242,11 @@ def _dispatch(
     # task's length) and the worker's first shard runs at full speed.
     warm = task.remote(ctx_ref, plan_ref, []) if early is not None else None
     while True:
-        while len(pending) < window and (batch := queue.take_many(per_task)):
+        # Until then, one task per CPU: the early workers keep taking from the same queue (a
+        # full window of 8-shard tasks took every shard, and the early worker stopped 0.5-0.7 s
+        # before Ray's worker had warmed up).
+        limit = window if early is None else cpus
+        while len(pending) < limit and (batch := queue.take_many(per_task)):
             pending[task.remote(ctx_ref, plan_ref, batch)] = batch
         if early is not None and (warm is None or results or not pending):  # Ray is warm
             finished, failed = early.stop()  # retryable failures go back to the queue
