@@ -55,6 +55,11 @@ class ShardQueue:
     def size(self) -> int:
         return len(self._shards)
 
+    def exhausted(self) -> bool:
+        """Every shard handed out, none given back."""
+        with self._next.get_lock():
+            return not self._returned and int(self._next.value) >= len(self._shards)
+
     def take_many(self, n: int) -> list[int]:
         """Up to ``n`` shards (fewer at the end; empty when all are handed out)."""
         out: list[int] = []

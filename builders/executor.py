@@ -237,31 +237,30 @@ def _dispatch(
     results: list[ShardStats] = []
     t0, tiles_done = time.time(), 0
     # An empty task: it returns once a Ray worker has imported the shard code, read the context
-    # and opened the sources (``warm_up``), and then the early workers stop, so that a build
-    # uses about the CPUs it was given (waiting for a real task's result ran both for up to a
-    # task's length) and the worker's first shard runs at full speed.
+    # and opened the sources (``warm_up``). Until then no shard goes to Ray: the early workers
+    # take them all from the queue (a shard queued behind the warm-up waited there while they
+    # ran out of shards, 0.4-0.7 s with no shard running). Then the window fills and the early
+    # workers stop after the shards in hand, so a build uses about the CPUs it was given and
+    # the worker's first shard runs at full speed.
     warm = task.remote(ctx_ref, plan_ref, []) if early is not None else None
     while True:
-        # Until then, one task per CPU: the early workers keep taking from the same queue (a
-        # full window of 8-shard tasks took every shard, and the early worker stopped 0.5-0.7 s
-        # before Ray's worker had warmed up).
-        limit = window if early is None else cpus
-        while len(pending) < limit and (batch := queue.take_many(per_task)):
-            pending[task.remote(ctx_ref, plan_ref, batch)] = batch
-        if early is not None and (warm is None or results or not pending):  # Ray is warm
-            finished, failed = early.stop()  # retryable failures go back to the queue
-            finished += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
-            log.info("early workers: %d shards while Ray started", len(finished))
-            if any(DISK_FULL in msg for _, msg in failed):
-                queue.close()
+        if warm is None:
+            while len(pending) < window and (batch := queue.take_many(per_task)):
+                pending[task.remote(ctx_ref, plan_ref, batch)] = batch
+        if early is not None and (warm is None or queue.exhausted()):  # Ray is warm, or done
+            finished = _stop_early(ctx, plan, early, queue)
             results += finished
             on_done(finished)
             bar.update(len(finished))
-            early = None
+            early = warm = None
             continue
-        if not pending:
+        if not pending and early is None:
             return results
-        done, _ = ray.wait([*pending, *([warm] if early is not None else [])], num_returns=1)
+        # While the early workers run, the warm-up is polled: they may finish every shard first.
+        waiting = [*pending, *([warm] if warm is not None else [])]
+        done, _ = ray.wait(waiting, num_returns=1, timeout=None if early is None else 0.1)
+        if not done:
+            continue
         if done[0] not in pending:  # the empty task: a worker is ready
             warm = None
             continue
@@ -273,3 +272,16 @@ def _dispatch(
         tiles_done += sum(s.tiles for s in stats)
         bar.set_postfix(tiles_per_s=f"{tiles_done / max(time.time() - t0, 1e-6):.1f}")
         bar.update(len(stats))
+
+
+def _stop_early(
+    ctx: BuildContext, plan: Plan, early: EarlyWorker, queue: ShardQueue
+) -> list[ShardStats]:
+    """Stop the early workers after their shards in hand; their stats, and failure records
+    for the shards that failed deterministically (retryable ones went back to the queue)."""
+    finished, failed = early.stop()
+    finished += [_failed(ctx, plan, shard, msg) for shard, msg in failed]
+    log.info("early workers: %d shards while Ray started", len(finished))
+    if any(DISK_FULL in msg for _, msg in failed):
+        queue.close()
+    return finished
