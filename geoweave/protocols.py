@@ -172,7 +172,9 @@ class PassInput:
 
 
 class CorpusPass(Protocol):
-    """A pass over the whole corpus after the shards; its result is an overlay table."""
+    """A pass over the whole corpus after the shards; its result is an overlay table. The
+    passes of a build run at once, each on a thread of its own: a pass reads the sidecars
+    (``PassInput``) only, never another pass's table."""
 
     name: str
 
