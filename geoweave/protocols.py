@@ -173,7 +173,7 @@ class PassInput:
 
 class CorpusPass(Protocol):
     """A pass over the whole corpus after the shards; its result is an overlay table. The
-    passes of a build run at once, each on a thread of its own: a pass reads the sidecars
+    passes of a build may run at once, each on a thread of its own: a pass reads the sidecars
     (``PassInput``) only, never another pass's table."""
 
     name: str

@@ -51,10 +51,12 @@ def run_passes(
     """Run each pass whose input changed since its last run; returns the names that ran.
 
     ``rows``: a connection whose table ``samples`` holds the sidecars' rows (``PassInput``).
-    The passes are independent (each reads the sidecars only) and run on threads at once:
-    their DuckDB queries release the GIL, so they share the CPUs (the benchmark's 36,864
-    rows, 2 CPUs: 0.46-0.47 s one after another, 0.32-0.34 s at once). Their results are logged, and the
-    first failure raised, in the recipe's order."""
+    The passes are independent (each reads the sidecars only); over ``rows`` they run on
+    threads at once: their DuckDB queries release the GIL, so they share the CPUs (the
+    benchmark's 36,864 rows, 2 CPUs: 0.46-0.47 s one after another, 0.32-0.34 s at once) and
+    the manifest database's memory cap. Over the files (a large corpus) each pass has a
+    connection and a cap of its own, so they run one after another: the driver stays within
+    one cap. Their results are logged, and the first failure raised, in the recipe's order."""
     folder = out_dir / PASSES_DIR
     folder.mkdir(exist_ok=True)
     fp = fingerprint(out_dir, name)
@@ -71,7 +73,9 @@ def run_passes(
             todo.append((pass_name, options, key))
     if not todo:
         return []
-    with ThreadPoolExecutor(len(todo), thread_name_prefix="pass") as pool:
+    with ThreadPoolExecutor(
+        len(todo) if rows is not None else 1, thread_name_prefix="pass"
+    ) as pool:
         futures = [pool.submit(_run_one, folder, inputs, *job) for job in todo]
         for (pass_name, _, _), future in zip(todo, futures, strict=True):
             rows_out, seconds = future.result()

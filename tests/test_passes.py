@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -270,7 +273,6 @@ def test_the_manifest_loader_writes_loaded_rows_to_the_file_while_shards_run(
     """With nothing queued and as many unwritten rows as are written already (at least
     ``FIRST_CHECKPOINT_ROWS``), the loader thread checkpoints (the write-ahead log is emptied
     into the database file), so the build's finish has little left to write."""
-    import time
 
     from geoweave.builders.writers import sidecar_path
     from geoweave.manifests import manifest_builder as manifest
@@ -328,3 +330,49 @@ def test_passes_read_the_manifests_rows_up_to_a_size_and_the_files_above(
     assert builder.pass_rows() is None and builder.rows == 5  # loaded once, not again
     builder.finish()
     assert len(_keys(tmp_path)) == 5
+
+
+class _Probe:
+    """A test pass that notes how many passes run at the same moment."""
+
+    name = "probe"
+    running = 0
+    most = 0
+
+    def __init__(self, _opts: object = None) -> None:
+        pass
+
+    def run(self, _inputs: object) -> pa.Table:
+        with _LOCK:
+            _Probe.running += 1
+            _Probe.most = max(_Probe.most, _Probe.running)
+        time.sleep(0.2)
+        with _LOCK:
+            _Probe.running -= 1
+        return pa.table({"n": [threading.get_ident()]})
+
+
+_LOCK = threading.Lock()
+
+
+@pytest.mark.parametrize("loaded", [True, False])
+def test_passes_run_at_once_over_the_loaded_rows_and_one_by_one_over_the_files(
+    tmp_path: Path, loaded: bool
+) -> None:
+    """Over the manifest's loaded rows the passes share its database (and its memory cap) and
+    run on threads at once; over the files each would have a cap of its own, so one at a time."""
+    from geoweave.manifests.manifest_builder import ManifestBuilder
+    from geoweave.registry import CORPUS_PASSES
+
+    for name in ("probe_a_test", "probe_b_test", "probe_c_test"):
+        if name not in CORPUS_PASSES.names():
+            CORPUS_PASSES.add(name)(type(name, (_Probe,), {}))
+    _shard(tmp_path, 0, 2)
+    builder = ManifestBuilder(tmp_path, "ds")
+    rows = builder.pass_rows() if loaded else None
+    _Probe.most = 0
+    names = ["probe_a_test", "probe_b_test", "probe_c_test"]
+    assert run_passes(tmp_path, "ds", [(n, {}) for n in names], rows) == names
+    assert _Probe.most == (3 if loaded else 1)
+    assert all((tmp_path / PASSES_DIR / f"{n}.json").exists() for n in names)
+    builder.abort()
