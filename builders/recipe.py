@@ -349,8 +349,9 @@ class Recipe(_Strict):
     def check_components(self) -> Recipe:
         """Load the plugins, then validate every component's name and options (FatalError
         naming the field); returns the recipe with options normalised (defaults filled in)."""
-        load_plugins(self.plugins)
-        import geoweave.builders.components  # noqa: F401  (registers the built-ins)
+        import geoweave.builders.components  # noqa: F401  (declares the built-ins)
+
+        load_plugins(self.plugins)  # after: a plugin may not take a built-in's name
 
         def norm(registry: Registry, name: str, options: dict[str, Any], where: str) -> Any:
             return registry.options(name, options, where).model_dump()

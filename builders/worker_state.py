@@ -157,8 +157,9 @@ def open_sources(recipe: Recipe, index_dirs: tuple[str, ...]) -> WorkerSources:
     per process: the ``open_*`` functions cache)."""
     streaming_block_cache()  # a worker on another node: before its first block read
     keep_freed_memory()
+    import geoweave.builders.components  # noqa: F401  (declares the built-ins)
+
     load_plugins(recipe.plugins)  # a worker process starts without the recipe's plugins
-    import geoweave.builders.components  # noqa: F401  (registers the built-ins)
 
     lc = recipe.labels.landcover
     return WorkerSources(

@@ -43,6 +43,9 @@ class Registry:
         def deco(obj: T) -> T:
             if name in self._items and self._items[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
+            declared = self._lazy.get(name)
+            if declared is not None and getattr(obj, "__module__", None) != declared:
+                raise ValueError(f"{self.kind} {name!r} is a built-in (of {declared})")
             self._items[name] = obj
             return obj
 

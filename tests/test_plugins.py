@@ -149,3 +149,24 @@ def test_a_template_recipe_leaves_the_llm_and_remote_sources_unimported(tmp_path
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-1] == "['geoweave.captioning.templates']"
+
+
+def test_a_plugin_cannot_take_a_built_in_name_before_the_built_in_is_imported() -> None:
+    """A built-in's module is imported on first use; a plugin registering that name first
+    would shadow it unnoticed, so the registry refuses it (and once the built-in is imported,
+    the name is taken)."""
+    import geoweave.builders.components  # noqa: F401  (declares the built-ins)
+    from geoweave.registry import FILTERS, Registry
+
+    class Impostor:
+        pass
+
+    fresh = Registry("filter")
+    fresh.declare("cloud_v1", "geoweave.qa.image_quality")
+    with pytest.raises(
+        ValueError, match=r"'cloud_v1' is a built-in \(of geoweave.qa.image_quality\)"
+    ):
+        fresh.add("cloud_v1")(Impostor)
+    with pytest.raises(ValueError, match=r"'cloud_v1' (is a built-in|registered twice)"):
+        FILTERS.add("cloud_v1")(Impostor)
+    assert FILTERS.get("cloud_v1").__module__ == "geoweave.qa.image_quality"
