@@ -112,7 +112,7 @@ def gather(out_dir: Path, seed: int = 0, gallery: int = 24, max_tiles: int = 200
             feet = pool.submit(_on_cursor, con, _footprints, max_tiles)
             items = pool.submit(_on_cursor, con, _gallery_items, out_dir, seed, gallery)
             run = _newest_run(con)
-            data = ReportData(
+            return ReportData(  # the small queries first (arguments run in order), then the rest
                 name=str(run.get("name") or out_dir.name),
                 status=dict(_rows(con, SQL["status"])),
                 reasons=_rows(con, SQL["reasons"]),
@@ -120,19 +120,16 @@ def gather(out_dir: Path, seed: int = 0, gallery: int = 24, max_tiles: int = 200
                 shards=_one(con, SQL["shards"]),
                 by_gsd=_rows(con, SQL["by_gsd"]),
                 splits=_rows(con, SQL["splits"]),
-                footprints=[],
-                footprints_total=0,
                 area=_area(run),
-                gallery=[],
-                histograms=[],
                 landcover=_landcover(con),
                 top_tags=_top_tags(con),
                 reviews=_reviews(con),
                 run=run,
+                footprints=feet.result()[0],
+                footprints_total=feet.result()[1],
+                gallery=items.result(),
+                histograms=hist.result(),
             )
-            data.footprints, data.footprints_total = feet.result()
-            data.gallery, data.histograms = items.result(), hist.result()
-        return data
     finally:
         con.close()
 
